@@ -25,6 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .build_transport(false)
+        // The stubs need tonic (and, through it, tokio's sync types); the
+        // sans-IO crates use only the messages, so the stubs sit behind the
+        // `grpc` feature and their dependency trees stay runtime-free.
+        .server_mod_attribute(".", "#[cfg(feature = \"grpc\")]")
+        .client_mod_attribute(".", "#[cfg(feature = \"grpc\")]")
         .compile_fds(fds)?;
 
     Ok(())

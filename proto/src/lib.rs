@@ -20,10 +20,13 @@
 //! The `.proto` sources are compiled at build time with `protox` (pure Rust),
 //! so no system `protoc` is required. Transport-agnostic tonic code is
 //! generated (no `tonic::transport` dependency); bring your own HTTP/2 server
-//! or channel. [`prost`] and [`tonic`] are re-exported so dependents use the
-//! exact versions the generated code was built against.
+//! or channel. The stubs are behind the `grpc` feature: the sans-IO crates
+//! use only the messages and stay free of tonic and tokio. `prost` (and
+//! `tonic`, with `grpc`) are re-exported so dependents use the exact
+//! versions the generated code was built against.
 
 pub use prost;
+#[cfg(feature = "grpc")]
 pub use tonic;
 
 /// Multi-version key-value data model (`mvccpb`).
