@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one test command (README): formatting, lints, dependency arrows, every
+# test in the workspace (the MVCC property test at 10,000 cases), and the
+# criterion benches run once each so they do not rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PROPTEST_CASES="${PROPTEST_CASES:-10000}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "test.sh: cargo not found; install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "dependency arrows (ARCHITECTURE.md)"
+./scripts/check-deps.sh
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (PROPTEST_CASES=$PROPTEST_CASES)"
+cargo test --workspace --all-targets
+
+step "criterion benches, one pass each"
+cargo test -p ferrocd-benches --benches
+
+echo
+echo "test.sh: all green"
