@@ -107,7 +107,13 @@ mod tests {
     #[test]
     fn single_shard_routes_everything_to_zero() {
         let r = Router::new(1);
-        assert_eq!(r.shards_for(&KeyRange::new(b"a", b"\0")), ShardSet::One(ShardId(0)));
-        assert_eq!(Router::new(4).shards_for(&KeyRange::new(b"a", b"b")), ShardSet::All);
+        assert_eq!(
+            r.shards_for(&KeyRange::new(b"a", b"\0")),
+            ShardSet::One(ShardId(0))
+        );
+        assert_eq!(
+            Router::new(4).shards_for(&KeyRange::new(b"a", b"b")),
+            ShardSet::All
+        );
     }
 }

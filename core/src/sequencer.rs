@@ -53,8 +53,14 @@ impl Sequencer {
     /// If the compaction point lies above the current revision.
     #[must_use]
     pub fn resume(current: Revision, compacted: Revision) -> Sequencer {
-        assert!(current >= Revision::EMPTY_STORE, "revision {current} below 1");
-        assert!(compacted <= current, "compacted {compacted} above current {current}");
+        assert!(
+            current >= Revision::EMPTY_STORE,
+            "revision {current} below 1"
+        );
+        assert!(
+            compacted <= current,
+            "compacted {compacted} above current {current}"
+        );
         Sequencer { current, compacted }
     }
 

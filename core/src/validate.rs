@@ -239,12 +239,21 @@ mod tests {
     #[test]
     fn duplicates() {
         let dup = |t: TxnRequest| check_txn(&t, 128);
-        assert_eq!(dup(txn(vec![put("a"), put("a")], vec![])), Err(KvError::DuplicateKey));
+        assert_eq!(
+            dup(txn(vec![put("a"), put("a")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
         // The two branches of one txn are independent.
         assert_eq!(dup(txn(vec![put("a")], vec![put("a")])), Ok(()));
         // A put inside a deleted range, either order.
-        assert_eq!(dup(txn(vec![put("b"), del("a", "c")], vec![])), Err(KvError::DuplicateKey));
-        assert_eq!(dup(txn(vec![del("b", ""), put("b")], vec![])), Err(KvError::DuplicateKey));
+        assert_eq!(
+            dup(txn(vec![put("b"), del("a", "c")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
+        assert_eq!(
+            dup(txn(vec![del("b", ""), put("b")], vec![])),
+            Err(KvError::DuplicateKey)
+        );
         // Overlapping deletes are fine.
         assert_eq!(dup(txn(vec![del("a", "c"), del("b", "d")], vec![])), Ok(()));
         // A from-key delete compares literally and conflicts with nothing.

@@ -66,7 +66,8 @@ fn fsync_floor(args: &[String]) -> Result<(), String> {
     let mut lat_us = Vec::with_capacity(count);
     for i in 0..count {
         let t = Instant::now();
-        file.write_all_at(&buf, (i * block) as u64).map_err(|e| e.to_string())?;
+        file.write_all_at(&buf, (i * block) as u64)
+            .map_err(|e| e.to_string())?;
         file.sync_data().map_err(|e| e.to_string())?;
         lat_us.push(t.elapsed().as_secs_f64() * 1e6);
     }

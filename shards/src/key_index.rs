@@ -136,7 +136,11 @@ impl KeyIndex {
         let n = self.versions.partition_point(|v| v.rev.main <= at);
         if n > 0 {
             // Keep the newest version <= at unless it is a tombstone.
-            let keep_from = if self.versions[n - 1].is_tombstone() { n } else { n - 1 };
+            let keep_from = if self.versions[n - 1].is_tombstone() {
+                n
+            } else {
+                n - 1
+            };
             self.versions.drain(..keep_from);
         }
         self.versions.is_empty()
@@ -154,7 +158,10 @@ impl KeyIndex {
     /// If the versions are not in strictly increasing revision order.
     #[must_use]
     pub fn from_versions(versions: Vec<Version>) -> KeyIndex {
-        assert!(versions.windows(2).all(|w| w[0].rev < w[1].rev), "versions out of order");
+        assert!(
+            versions.windows(2).all(|w| w[0].rev < w[1].rev),
+            "versions out of order"
+        );
         KeyIndex { versions }
     }
 }
@@ -191,7 +198,16 @@ mod tests {
         let seen: Vec<_> = (1..=8).map(|at| value_at(&k, at)).collect();
         assert_eq!(
             seen,
-            [None, Some("a"), Some("a"), Some("b"), None, None, Some("c"), Some("c")]
+            [
+                None,
+                Some("a"),
+                Some("a"),
+                Some("b"),
+                None,
+                None,
+                Some("c"),
+                Some("c")
+            ]
         );
         let b = k.get(4).unwrap();
         assert_eq!((b.create_revision, b.rev.main, b.version), (2, 4, 2));
@@ -207,7 +223,11 @@ mod tests {
             let gone = after.compact(at);
             assert!(!gone);
             for read in at..=8 {
-                assert_eq!(before.get(read), after.get(read), "compact {at}, read {read}");
+                assert_eq!(
+                    before.get(read),
+                    after.get(read),
+                    "compact {at}, read {read}"
+                );
             }
         }
         let mut k = worked_example();

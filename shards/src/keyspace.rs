@@ -29,7 +29,7 @@ use ferrocd_proto::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
     request_op::Request,
     response_op::Response,
-    Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp, TxnRequest,
     TxnResponse,
 };
@@ -194,10 +194,8 @@ impl Keyspace {
             kvs.retain(|kv| {
                 !(req.max_mod_revision != 0 && kv.mod_revision > req.max_mod_revision
                     || req.min_mod_revision != 0 && kv.mod_revision < req.min_mod_revision
-                    || req.max_create_revision != 0
-                        && kv.create_revision > req.max_create_revision
-                    || req.min_create_revision != 0
-                        && kv.create_revision < req.min_create_revision)
+                    || req.max_create_revision != 0 && kv.create_revision > req.max_create_revision
+                    || req.min_create_revision != 0 && kv.create_revision < req.min_create_revision)
             });
         }
         sort_kvs(&mut kvs, order, target);
@@ -275,7 +273,10 @@ impl Keyspace {
     ///
     /// # Errors
     /// None today; the signature leaves room for quota and auth errors.
-    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, KvError> {
+    pub fn delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, KvError> {
         let mut exec = TxnExec {
             rev: self.sequencer.pending().0,
             sub: 0,
@@ -333,7 +334,11 @@ impl Keyspace {
 
     fn plan(&self, req: &TxnRequest, at: i64) -> TxnPlan {
         let succeeded = req.compare.iter().all(|c| self.compare(c, at));
-        let branch = if succeeded { &req.success } else { &req.failure };
+        let branch = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
         let nested = branch
             .iter()
             .filter_map(|op| match &op.request {
@@ -372,7 +377,8 @@ impl Keyspace {
         for op in branch(req, plan) {
             match &op.request {
                 Some(Request::RequestPut(p)) => {
-                    if (p.ignore_value || p.ignore_lease) && self.owner(&p.key).latest(&p.key).is_none()
+                    if (p.ignore_value || p.ignore_lease)
+                        && self.owner(&p.key).latest(&p.key).is_none()
                     {
                         return Err(KvError::KeyNotFound);
                     }
@@ -479,11 +485,14 @@ fn branch<'a>(req: &'a TxnRequest, plan: &TxnPlan) -> &'a [ferrocd_proto::etcdse
 
 /// etcd's `isTxnReadonly`, negated: any put or delete in any branch.
 fn txn_writes(req: &TxnRequest) -> bool {
-    req.success.iter().chain(&req.failure).any(|op| match &op.request {
-        Some(Request::RequestPut(_) | Request::RequestDeleteRange(_)) => true,
-        Some(Request::RequestTxn(t)) => txn_writes(t),
-        _ => false,
-    })
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_) | Request::RequestDeleteRange(_)) => true,
+            Some(Request::RequestTxn(t)) => txn_writes(t),
+            _ => false,
+        })
 }
 
 /// etcd's `compareKV`. A target union that does not match the target

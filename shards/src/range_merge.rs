@@ -37,7 +37,10 @@ pub fn merge_by_key(parts: Vec<ShardRange>, limit: usize) -> RangeAnswer {
     if limit > 0 {
         kvs.truncate(limit);
     }
-    debug_assert!(kvs.windows(2).all(|w| w[0].key < w[1].key), "duplicate or unordered keys");
+    debug_assert!(
+        kvs.windows(2).all(|w| w[0].key < w[1].key),
+        "duplicate or unordered keys"
+    );
     RangeAnswer { kvs, count }
 }
 
@@ -60,7 +63,10 @@ mod tests {
 
     #[test]
     fn interleaves_and_limits() {
-        let merged = merge_by_key(vec![part(&["a", "d"], 5), part(&["b", "c"], 2), part(&[], 0)], 3);
+        let merged = merge_by_key(
+            vec![part(&["a", "d"], 5), part(&["b", "c"], 2), part(&[], 0)],
+            3,
+        );
         let keys: Vec<_> = merged.kvs.iter().map(|kv| kv.key.clone()).collect();
         assert_eq!(keys, [b"a", b"b", b"c"]);
         assert_eq!(merged.count, 7);

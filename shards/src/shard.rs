@@ -46,7 +46,11 @@ pub fn key_value(key: &[u8], v: &Version, with_value: bool) -> KeyValue {
         create_revision: v.create_revision,
         mod_revision: v.rev.main,
         version: v.version,
-        value: if with_value { v.value.to_vec() } else { Vec::new() },
+        value: if with_value {
+            v.value.to_vec()
+        } else {
+            Vec::new()
+        },
         lease: v.lease,
     }
 }
@@ -112,7 +116,10 @@ impl Shard {
         if !self.keys.contains_key(key) {
             self.keys.insert(key.to_vec(), KeyIndex::default());
         }
-        self.keys.get_mut(key).expect("present").put(rev, value, lease)
+        self.keys
+            .get_mut(key)
+            .expect("present")
+            .put(rev, value, lease)
     }
 
     /// Deletes `key` at `rev`; false if it was not live.
@@ -153,14 +160,38 @@ mod tests {
         }
         s.tombstone(b"c", rev(6));
         let r = KeyRange::new(b"a", b"\0");
-        let got = s.range(&r, 6, ReadShape { limit: 2, ..Default::default() });
+        let got = s.range(
+            &r,
+            6,
+            ReadShape {
+                limit: 2,
+                ..Default::default()
+            },
+        );
         assert_eq!(got.count, 3);
-        assert_eq!(got.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), [b"a", b"b"]);
+        assert_eq!(
+            got.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
+            [b"a", b"b"]
+        );
         let at5 = s.range(&r, 5, ReadShape::default());
         assert_eq!(at5.count, 4);
-        let only = s.range(&r, 5, ReadShape { count_only: true, ..Default::default() });
+        let only = s.range(
+            &r,
+            5,
+            ReadShape {
+                count_only: true,
+                ..Default::default()
+            },
+        );
         assert!(only.kvs.is_empty() && only.count == 4);
-        let keys = s.range(&r, 5, ReadShape { keys_only: true, ..Default::default() });
+        let keys = s.range(
+            &r,
+            5,
+            ReadShape {
+                keys_only: true,
+                ..Default::default()
+            },
+        );
         assert!(keys.kvs.iter().all(|kv| kv.value.is_empty()));
     }
 
