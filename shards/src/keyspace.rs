@@ -132,6 +132,36 @@ impl Keyspace {
         &self.shards[usize::from(id.0)]
     }
 
+    /// Every shard, in id order.
+    #[must_use]
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Known lease ids, in no particular order.
+    pub fn lease_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.leases.iter().copied()
+    }
+
+    /// An empty keyspace resumed at a recovered revision (snapshot load;
+    /// keys follow through [`Keyspace::restore_key`]).
+    pub(crate) fn resume(
+        shard_count: u16,
+        revision: i64,
+        compact_revision: i64,
+        leases: Vec<i64>,
+    ) -> Keyspace {
+        let mut ks = Keyspace::new(shard_count);
+        ks.sequencer = Sequencer::resume(Revision(revision), Revision(compact_revision));
+        ks.leases = leases.into_iter().collect();
+        ks
+    }
+
+    pub(crate) fn restore_key(&mut self, key: Vec<u8>, index: crate::KeyIndex) {
+        let id = self.router.shard_of(&key);
+        self.shards[usize::from(id.0)].restore_key(key, index);
+    }
+
     fn shards_for<'a>(&'a self, range: &KeyRange<'_>) -> &'a [Shard] {
         match self.router.shards_for(range) {
             ShardSet::One(id) => std::slice::from_ref(&self.shards[usize::from(id.0)]),

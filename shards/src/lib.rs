@@ -11,11 +11,13 @@
 //! IO-free and deterministic: no clocks, no randomness, no threads.
 #![deny(missing_docs)]
 
+mod image;
 mod key_index;
 mod keyspace;
 mod range_merge;
 mod shard;
 
+pub use image::{ArchivedKeyspaceImage, ImageError, KeyImage, KeyspaceImage, VersionImage};
 pub use key_index::{KeyIndex, Rev, Version};
 pub use keyspace::Keyspace;
 pub use range_merge::{merge_by_key, RangeAnswer};
