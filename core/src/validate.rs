@@ -80,8 +80,9 @@ fn check_txn_shape(r: &TxnRequest, max_txn_ops: usize) -> Result<(), KvError> {
     if r.compare.iter().any(|c| c.key.is_empty()) {
         return Err(KvError::EmptyKey);
     }
+    // etcd hands nested txns what is left of the budget (`maxTxnOps - opc`).
     for op in r.success.iter().chain(&r.failure) {
-        check_op(op, max_txn_ops)?;
+        check_op(op, max_txn_ops - ops)?;
     }
     Ok(())
 }
@@ -228,6 +229,21 @@ mod tests {
         t.compare = vec![Compare::default(); 3];
         assert_eq!(check_txn(&t, 2), Err(KvError::TooManyOps));
         assert_eq!(check_txn(&t, 3), Err(KvError::EmptyKey));
+    }
+
+    #[test]
+    fn nested_txns_get_the_remaining_budget() {
+        let get = |k: &str| RequestOp {
+            request: Some(Request::RequestRange(RangeRequest {
+                key: k.into(),
+                ..Default::default()
+            })),
+        };
+        let inner = txn(vec![get("a"), get("b"), get("c"), get("d")], vec![]);
+        let outer = txn(vec![nested(inner)], vec![]);
+        // The outer txn uses 1 of 4, leaving 3 for the nested one's 4 ops.
+        assert_eq!(check_txn(&outer, 4), Err(KvError::TooManyOps));
+        assert_eq!(check_txn(&outer, 5), Ok(()));
     }
 
     #[test]

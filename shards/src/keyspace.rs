@@ -15,7 +15,9 @@
 //! 2. the executed path is checked against that state (puts first: a
 //!    missing key for `ignore_value`/`ignore_lease`, then an unknown lease;
 //!    then ranges: future or compacted revisions); the first error wins and
-//!    nothing changes;
+//!    nothing changes. One deliberate difference: an `ignore_value` put of a
+//!    key deleted earlier in the same txn is `key not found` here, where
+//!    etcd passes its checks and then panics mid-txn;
 //! 3. the path executes; its writes share revision `current + 1` with
 //!    increasing sub-revisions, and later ops see earlier writes.
 
@@ -349,7 +351,7 @@ impl Keyspace {
         let before = self.revision();
         let plan = self.plan(req, before);
         if txn_writes(req) {
-            self.check_puts(req, &plan)?;
+            self.check_puts(req, &plan, &mut Vec::new())?;
         }
         self.check_ranges(req, &plan)?;
         let mut exec = TxnExec {
@@ -402,13 +404,24 @@ impl Keyspace {
         true
     }
 
-    fn check_puts(&self, req: &TxnRequest, plan: &TxnPlan) -> Result<(), KvError> {
+    /// Checks the puts of the executed path. `deleted` collects the ranges
+    /// deleted earlier on the path: a from-key delete followed by an
+    /// `ignore_value` put of a key it removed passes etcd's duplicate check
+    /// and its pre-txn check, and then makes etcd panic mid-txn. We answer
+    /// `key not found` before writing anything instead.
+    fn check_puts<'r>(
+        &self,
+        req: &'r TxnRequest,
+        plan: &TxnPlan,
+        deleted: &mut Vec<KeyRange<'r>>,
+    ) -> Result<(), KvError> {
         let mut nested = plan.nested.iter();
         for op in branch(req, plan) {
             match &op.request {
                 Some(Request::RequestPut(p)) => {
                     if (p.ignore_value || p.ignore_lease)
-                        && self.owner(&p.key).latest(&p.key).is_none()
+                        && (self.owner(&p.key).latest(&p.key).is_none()
+                            || deleted.iter().any(|d| d.contains(&p.key)))
                     {
                         return Err(KvError::KeyNotFound);
                     }
@@ -416,8 +429,11 @@ impl Keyspace {
                         return Err(KvError::LeaseNotFound);
                     }
                 }
+                Some(Request::RequestDeleteRange(d)) => {
+                    deleted.push(KeyRange::new(&d.key, &d.range_end));
+                }
                 Some(Request::RequestTxn(t)) => {
-                    self.check_puts(t, nested.next().expect("plan matches txn"))?;
+                    self.check_puts(t, nested.next().expect("plan matches txn"), deleted)?;
                 }
                 _ => {}
             }

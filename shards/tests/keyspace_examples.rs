@@ -396,3 +396,31 @@ fn compaction() {
         assert_eq!(ks.compact_revision(), 3);
     });
 }
+
+#[test]
+fn ignore_value_after_a_from_key_delete_in_one_txn_is_key_not_found() {
+    // etcd accepts this txn (a from-key delete never counts as a duplicate)
+    // and then panics mid-apply; ferrocd refuses it before writing.
+    each(|ks| {
+        put(ks, "a", "1");
+        let t = TxnRequest {
+            success: vec![
+                op(Request::RequestDeleteRange(DeleteRangeRequest {
+                    key: "a".into(),
+                    range_end: "\0".into(),
+                    ..Default::default()
+                })),
+                op(Request::RequestPut(PutRequest {
+                    key: "a".into(),
+                    ignore_value: true,
+                    ..Default::default()
+                })),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(ferrocd_core::validate::check_txn(&t, 128), Ok(()));
+        assert_eq!(ks.txn(&t), Err(KvError::KeyNotFound));
+        assert_eq!(ks.revision(), 2);
+        assert_eq!(ks.range(&get("a")).unwrap().kvs[0].value, b"1");
+    });
+}
