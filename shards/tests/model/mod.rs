@@ -356,23 +356,17 @@ fn path_ops<'a>(
 /// missing before the txn.)
 fn ignore_put_after_delete(t: &TxnRequest, p: &Plan, dels: &mut Vec<(Vec<u8>, Vec<u8>)>) -> bool {
     let mut nested = p.nested.iter();
-    for op in branch(t, p) {
-        match &op.request {
-            Some(Request::RequestDeleteRange(d)) => dels.push((d.key.clone(), d.range_end.clone())),
-            Some(Request::RequestPut(x)) if x.ignore_value || x.ignore_lease => {
-                if dels.iter().any(|(k, e)| in_range(&x.key, k, e)) {
-                    return true;
-                }
-            }
-            Some(Request::RequestTxn(n)) => {
-                if ignore_put_after_delete(n, nested.next().unwrap(), dels) {
-                    return true;
-                }
-            }
-            _ => {}
+    branch(t, p).iter().any(|op| match &op.request {
+        Some(Request::RequestDeleteRange(d)) => {
+            dels.push((d.key.clone(), d.range_end.clone()));
+            false
         }
-    }
-    false
+        Some(Request::RequestPut(x)) => {
+            (x.ignore_value || x.ignore_lease) && dels.iter().any(|(k, e)| in_range(&x.key, k, e))
+        }
+        Some(Request::RequestTxn(n)) => ignore_put_after_delete(n, nested.next().unwrap(), dels),
+        _ => false,
+    })
 }
 
 /// Does any branch anywhere in the tree contain a Put or a DeleteRange?
