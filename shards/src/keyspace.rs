@@ -351,7 +351,10 @@ impl Keyspace {
         let before = self.revision();
         let plan = self.plan(req, before);
         if txn_writes(req) {
-            self.check_puts(req, &plan, &mut Vec::new())?;
+            self.check_puts(req, &plan)?;
+            if Self::ignore_put_after_delete(req, &plan, &mut Vec::new()) {
+                return Err(KvError::KeyNotFound);
+            }
         }
         self.check_ranges(req, &plan)?;
         let mut exec = TxnExec {
@@ -404,24 +407,15 @@ impl Keyspace {
         true
     }
 
-    /// Checks the puts of the executed path. `deleted` collects the ranges
-    /// deleted earlier on the path: a from-key delete followed by an
-    /// `ignore_value` put of a key it removed passes etcd's duplicate check
-    /// and its pre-txn check, and then makes etcd panic mid-txn. We answer
-    /// `key not found` before writing anything instead.
-    fn check_puts<'r>(
-        &self,
-        req: &'r TxnRequest,
-        plan: &TxnPlan,
-        deleted: &mut Vec<KeyRange<'r>>,
-    ) -> Result<(), KvError> {
+    /// Checks the puts of the executed path against the pre-txn state:
+    /// `ignore_value`/`ignore_lease` on a missing key, then an unknown lease.
+    fn check_puts(&self, req: &TxnRequest, plan: &TxnPlan) -> Result<(), KvError> {
         let mut nested = plan.nested.iter();
         for op in branch(req, plan) {
             match &op.request {
                 Some(Request::RequestPut(p)) => {
                     if (p.ignore_value || p.ignore_lease)
-                        && (self.owner(&p.key).latest(&p.key).is_none()
-                            || deleted.iter().any(|d| d.contains(&p.key)))
+                        && self.owner(&p.key).latest(&p.key).is_none()
                     {
                         return Err(KvError::KeyNotFound);
                     }
@@ -429,16 +423,39 @@ impl Keyspace {
                         return Err(KvError::LeaseNotFound);
                     }
                 }
-                Some(Request::RequestDeleteRange(d)) => {
-                    deleted.push(KeyRange::new(&d.key, &d.range_end));
-                }
                 Some(Request::RequestTxn(t)) => {
-                    self.check_puts(t, nested.next().expect("plan matches txn"), deleted)?;
+                    self.check_puts(t, nested.next().expect("plan matches txn"))?;
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// A from-key delete followed by an `ignore_value` put of a key it
+    /// removed passes etcd's duplicate check and its pre-txn check, and then
+    /// makes etcd panic mid-txn. We find it on the executed path (walking it
+    /// in order, collecting deleted ranges) and answer `key not found`
+    /// before writing anything.
+    fn ignore_put_after_delete<'r>(
+        req: &'r TxnRequest,
+        plan: &TxnPlan,
+        deleted: &mut Vec<KeyRange<'r>>,
+    ) -> bool {
+        let mut nested = plan.nested.iter();
+        branch(req, plan).iter().any(|op| match &op.request {
+            Some(Request::RequestDeleteRange(d)) => {
+                deleted.push(KeyRange::new(&d.key, &d.range_end));
+                false
+            }
+            Some(Request::RequestPut(p)) => {
+                (p.ignore_value || p.ignore_lease) && deleted.iter().any(|d| d.contains(&p.key))
+            }
+            Some(Request::RequestTxn(t)) => {
+                Self::ignore_put_after_delete(t, nested.next().expect("plan matches txn"), deleted)
+            }
+            _ => false,
+        })
     }
 
     fn check_ranges(&self, req: &TxnRequest, plan: &TxnPlan) -> Result<(), KvError> {
