@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one test command (README): formatting, lints, dependency arrows, every
-# test in the workspace (the MVCC property test at 10,000 cases), and the
-# criterion benches run once each so they do not rot.
+# The one test command (README): formatting, lints, dependency arrows, and
+# every test target in the workspace: unit and integration tests (the MVCC
+# property test at 10,000 cases) and the criterion benches, which
+# `--all-targets` runs once each in test mode so they do not rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +27,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test (PROPTEST_CASES=$PROPTEST_CASES)"
 cargo test --workspace --all-targets
-
-step "criterion benches, one pass each"
-cargo test -p ferrocd-benches --benches
 
 echo
 echo "test.sh: all green"
