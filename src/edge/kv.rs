@@ -1,0 +1,130 @@
+//! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
+
+use super::{fill_header, kv_status, propose_status, SharedRef};
+use crate::command::{Applied, Command};
+use crate::shared::Proposal;
+use ferrocd_core::{validate, KvError};
+use ferrocd_proto::etcdserverpb::kv_server::Kv;
+use ferrocd_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use ferrocd_proto::tonic::{self, Request, Response, Status};
+use tokio::sync::oneshot;
+
+/// The KV service of one core (cheap to clone: shares everything).
+#[derive(Clone)]
+pub struct KvService {
+    shared: SharedRef,
+}
+
+impl KvService {
+    /// Over the shared state.
+    #[must_use]
+    pub fn new(shared: SharedRef) -> KvService {
+        KvService { shared }
+    }
+
+    /// Sends a write through the log and waits until it is durable and
+    /// applied.
+    async fn propose(&self, command: Command) -> Result<Applied, Status> {
+        if command.raft_request_bytes() > self.shared.max_request_bytes {
+            return Err(kv_status(KvError::RequestTooLarge));
+        }
+        let data = command.encode();
+        let (reply, rx) = oneshot::channel();
+        self.shared
+            .submit(Proposal {
+                command,
+                data,
+                reply,
+            })
+            .map_err(propose_status)?;
+        match rx.await {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(e)) => Err(propose_status(e)),
+            Err(_) => Err(propose_status(crate::shared::ProposeError::Stopped)),
+        }
+    }
+}
+
+fn mismatch() -> Status {
+    Status::internal("applied answer does not match the command")
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        validate::check_range(&req).map_err(kv_status)?;
+        // Serializable and linearizable reads read the same state: a write
+        // is acknowledged only after it is applied, and a one-member group
+        // is always its own leader, so the applied state already holds
+        // every write acknowledged before this read began.
+        let mut resp = self
+            .shared
+            .keyspace
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .range(&req)
+            .map_err(kv_status)?;
+        fill_header(&self.shared, &mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        validate::check_put(&req).map_err(kv_status)?;
+        match self.propose(Command::Put(req)).await? {
+            Applied::Put(mut resp) => {
+                fill_header(&self.shared, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        validate::check_delete_range(&req).map_err(kv_status)?;
+        match self.propose(Command::DeleteRange(req)).await? {
+            Applied::DeleteRange(mut resp) => {
+                fill_header(&self.shared, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = request.into_inner();
+        validate::check_txn(&req, self.shared.max_txn_ops).map_err(kv_status)?;
+        match self.propose(Command::Txn(req)).await? {
+            Applied::Txn(mut resp) => {
+                fill_header(&self.shared, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let req = request.into_inner();
+        match self.propose(Command::Compact(req)).await? {
+            Applied::Compact(mut resp) => {
+                fill_header(&self.shared, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(mismatch()),
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The Raft thread: drives a `raft::RawNode` (a one-member group on a
+//! single node) with our own IO.
+//!
+//! One loop round, in order:
+//! 1. Drain up to [`PROPOSALS_PER_ROUND_MAX`] proposals (and at most
+//!    [`ROUND_BYTES_MAX`] of entry data) into `propose`. Proposals stay
+//!    queued while the WAL has [`ferrocd_wal::BATCHES_IN_FLIGHT_MAX`]
+//!    batches in flight (backpressure).
+//! 2. Tick Raft when the heartbeat interval has passed.
+//! 3. Reap finished WAL batches and tell Raft (`on_persist_ready`): this is
+//!    what lets the leader count its own vote and commit.
+//! 4. Take the `Ready`: its new entries and (when it must be synced) its
+//!    hard state become ONE WAL batch (one write + one fdatasync). The
+//!    batch is submitted and the loop goes on without waiting: the next
+//!    round's proposals are appended while this fsync is in flight
+//!    (pipelining, `advance_append_async`).
+//! 5. Apply committed entries in log order, but never one above the
+//!    durable index; answer each entry's client only then. Every
+//!    `--snapshot-count` applied entries, save a keyspace snapshot and
+//!    release the WAL segments it covers.
+//! 6. Nothing to do: park on the doorbell and the WAL's eventfd until the
+//!    next tick.
+//!
+//! A failed WAL write or fdatasync stops the process at once: nothing past
+//! it is acknowledged (fail-stop).
+
+use crate::command::Command;
+use crate::recovery::{Recovered, RECORD_ENTRY, RECORD_HARD_STATE};
+use crate::shared::{Proposal, ProposeError, ProposeResult, Shared};
+use ferrocd_wal::snapshot::{SnapshotDir, SnapshotMeta};
+use ferrocd_wal::{BatchTicket, Record, Wal, WalError};
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, EntryType, HardState};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Most proposals turned into entries in one round (one Raft append).
+pub const PROPOSALS_PER_ROUND_MAX: usize = 4_096;
+/// Most entry bytes proposed in one round (keeps a WAL batch far below
+/// `ferrocd_wal::BATCH_BYTES_MAX` even with requests at the size limit).
+pub const ROUND_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Settings of the Raft thread.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `--heartbeat-interval` (one Raft tick).
+    pub heartbeat_interval_ms: u64,
+    /// `--election-timeout` in ticks.
+    pub election_ticks: usize,
+    /// Applied entries between snapshots (`--snapshot-count`).
+    pub snapshot_count: u64,
+}
+
+struct Waiter {
+    term: u64,
+    command: Command,
+    reply: oneshot::Sender<ProposeResult>,
+}
+
+/// The Raft driver. Owns the `RawNode`, the WAL and the snapshot dir.
+pub struct RaftNode {
+    node: RawNode<MemStorage>,
+    wal: Wal,
+    snaps: SnapshotDir,
+    snap_dir: std::path::PathBuf,
+    shared: Arc<Shared>,
+    cfg: NodeConfig,
+    /// Proposals waiting for their entry to apply, by log index.
+    waiters: HashMap<u64, Waiter>,
+    /// Committed entries waiting for their own WAL batch to be durable.
+    committed: VecDeque<Entry>,
+    /// WAL batches in flight: ticket and the last Ready number it covers.
+    in_flight: VecDeque<(BatchTicket, u64)>,
+    durable_index: u64,
+    applied_index: u64,
+    snapshot_index: u64,
+    next_tick: Instant,
+    /// Term whose first entry, once applied, means "published" (startup).
+    announced: bool,
+    on_ready: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl RaftNode {
+    /// Builds the node from recovered state and campaigns (a one-member
+    /// group elects itself at once).
+    ///
+    /// # Errors
+    /// When raft rejects the recovered state.
+    pub fn new(
+        rec: Recovered,
+        member_id: u64,
+        cfg: NodeConfig,
+        shared: Arc<Shared>,
+        on_ready: std::sync::mpsc::Sender<()>,
+    ) -> Result<RaftNode, raft::Error> {
+        let Recovered {
+            storage,
+            applied,
+            wal,
+            snaps,
+            snap_dir,
+            snapshot_bytes,
+            ..
+        } = rec;
+        shared
+            .raft
+            .db_bytes
+            .store(snapshot_bytes, Ordering::Release);
+        let raft_cfg = raft::Config {
+            id: member_id,
+            election_tick: cfg.election_ticks.max(2),
+            heartbeat_tick: 1,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        };
+        raft_cfg.validate()?;
+        let durable_index = storage.last_index()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&raft_cfg, storage, &logger)?;
+        node.campaign()?;
+        let mut me = RaftNode {
+            node,
+            wal,
+            snaps,
+            snap_dir,
+            shared,
+            next_tick: Instant::now() + Duration::from_millis(cfg.heartbeat_interval_ms),
+            cfg,
+            waiters: HashMap::new(),
+            committed: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            durable_index,
+            applied_index: applied,
+            snapshot_index: applied,
+            announced: false,
+            on_ready: Some(on_ready),
+        };
+        me.publish_status();
+        me.set_preamble();
+        Ok(me)
+    }
+
+    /// Runs until shutdown, then waits for in-flight WAL batches.
+    pub fn run(mut self) {
+        loop {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                self.shutdown();
+                return;
+            }
+            let mut progressed = self.drain_proposals();
+            progressed |= self.tick_if_due();
+            progressed |= self.reap_wal();
+            progressed |= self.handle_ready();
+            progressed |= self.apply_durable();
+            if !progressed {
+                self.park();
+            }
+        }
+    }
+
+    fn park(&mut self) {
+        let bell = &self.shared.doorbell;
+        bell.prepare_park();
+        let can_propose = self.in_flight.len() < ferrocd_wal::BATCHES_IN_FLIGHT_MAX;
+        if (can_propose && !self.shared.proposals.is_empty())
+            || self.shared.stopping.load(Ordering::Acquire)
+        {
+            bell.cancel_park();
+            return;
+        }
+        let wait = self.next_tick.saturating_duration_since(Instant::now());
+        let timeout_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+        let wal_fd = if self.in_flight.is_empty() {
+            None
+        } else {
+            self.wal.event_fd()
+        };
+        bell.park(wal_fd, timeout_ms);
+    }
+
+    fn drain_proposals(&mut self) -> bool {
+        if self.in_flight.len() >= ferrocd_wal::BATCHES_IN_FLIGHT_MAX {
+            return false;
+        }
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < PROPOSALS_PER_ROUND_MAX && bytes < ROUND_BYTES_MAX {
+            let Some(p) = self.shared.proposals.pop() else {
+                break;
+            };
+            n += 1;
+            bytes += p.data.len();
+            self.propose(p);
+        }
+        n > 0
+    }
+
+    fn propose(&mut self, p: Proposal) {
+        let Proposal {
+            command,
+            data,
+            reply,
+        } = p;
+        if self.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(ProposeError::NoLeader));
+            return;
+        }
+        match self.node.propose(Vec::new(), data) {
+            Ok(()) => {
+                let index = self.node.raft.raft_log.last_index();
+                let term = self.node.raft.term;
+                self.waiters.insert(
+                    index,
+                    Waiter {
+                        term,
+                        command,
+                        reply,
+                    },
+                );
+            }
+            Err(_) => {
+                let _ = reply.send(Err(ProposeError::NoLeader));
+            }
+        }
+    }
+
+    fn tick_if_due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next_tick {
+            return false;
+        }
+        self.next_tick = now + Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        self.node.tick();
+        true
+    }
+
+    fn reap_wal(&mut self) -> bool {
+        if self.in_flight.is_empty() {
+            return false;
+        }
+        let durable = match self.wal.poll_completed() {
+            Ok(Some(t)) => t,
+            Ok(None) => return false,
+            Err(e) => fatal("WAL write or fdatasync failed", &e),
+        };
+        let mut last_ready = None;
+        while let Some(&(t, ready)) = self.in_flight.front() {
+            if t > durable {
+                break;
+            }
+            self.in_flight.pop_front();
+            last_ready = Some(ready);
+        }
+        if let Some(ready) = last_ready {
+            self.node.on_persist_ready(ready);
+            self.durable_index = self.node.raft.raft_log.persisted;
+        }
+        true
+    }
+
+    fn handle_ready(&mut self) -> bool {
+        if !self.node.has_ready() {
+            return false;
+        }
+        if self.in_flight.len() >= ferrocd_wal::BATCHES_IN_FLIGHT_MAX {
+            return false;
+        }
+        let mut rd = self.node.ready();
+        // A one-member group sends no messages; a future multi-member
+        // transport sends `take_messages` here and `take_persisted_messages`
+        // after the batch is durable.
+        debug_assert!(rd.messages().is_empty());
+        assert!(
+            rd.snapshot().is_empty(),
+            "a one-member group never receives a snapshot"
+        );
+        let number = rd.number();
+        let mut records = Vec::new();
+        let entries = rd.take_entries();
+        if !entries.is_empty() {
+            self.node
+                .mut_store()
+                .wl()
+                .append(&entries)
+                .expect("entries continue the log");
+            for e in &entries {
+                let payload = e
+                    .write_to_bytes()
+                    .expect("protobuf encoding of an entry cannot fail");
+                records.push(Record::new(RECORD_ENTRY, e.index, payload));
+            }
+        }
+        let must_sync = rd.must_sync();
+        if let Some(hs) = rd.hs() {
+            self.node.mut_store().wl().set_hardstate(hs.clone());
+            if must_sync {
+                records.push(hard_state_record(hs));
+            }
+        }
+        if rd.hs().is_some() && must_sync {
+            self.set_preamble();
+        }
+        let committed = rd.take_committed_entries();
+        self.committed.extend(committed);
+        self.node.advance_append_async(rd);
+        if records.is_empty() {
+            // Nothing to write: persisted once every earlier batch is.
+            match self.in_flight.back_mut() {
+                Some((_, covers)) => *covers = number,
+                None => self.node.on_persist_ready(number),
+            }
+        } else {
+            match self.wal.submit(&records) {
+                Ok(t) => self.in_flight.push_back((t, number)),
+                Err(WalError::QueueFull { .. }) => unreachable!("checked in-flight count"),
+                Err(e) => fatal("WAL submit failed", &e),
+            }
+        }
+        self.publish_status();
+        true
+    }
+
+    fn set_preamble(&mut self) {
+        let hs = self.node.raft.hard_state();
+        self.wal.set_segment_preamble(vec![hard_state_record(&hs)]);
+    }
+
+    fn apply_durable(&mut self) -> bool {
+        let mut batch = Vec::new();
+        while self
+            .committed
+            .front()
+            .is_some_and(|e| e.index <= self.durable_index)
+        {
+            batch.push(self.committed.pop_front().expect("front exists"));
+        }
+        if batch.is_empty() {
+            return false;
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let entry_bytes: usize = batch.iter().map(|e| e.data.len()).sum();
+        self.shared
+            .raft
+            .db_bytes
+            .fetch_add(entry_bytes as u64, Ordering::AcqRel);
+        {
+            let mut ks = self
+                .shared
+                .keyspace
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for e in &batch {
+                let waiter = self.waiters.remove(&e.index);
+                if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+                    // Leader no-op (or a conf change of a future multi-member
+                    // group): no revision, no answer.
+                    if let Some(w) = waiter {
+                        replies.push((w.reply, Err(ProposeError::LeaderChanged)));
+                    }
+                    continue;
+                }
+                match waiter {
+                    Some(w) if w.term == e.term => {
+                        let r = w.command.apply(&mut ks).map_err(ProposeError::Kv);
+                        replies.push((w.reply, r));
+                    }
+                    other => {
+                        if let Some(w) = other {
+                            replies.push((w.reply, Err(ProposeError::LeaderChanged)));
+                        }
+                        match Command::decode(&e.data) {
+                            Ok(c) => {
+                                let _ = c.apply(&mut ks);
+                            }
+                            Err(err) => fatal("corrupt committed entry", &err),
+                        }
+                    }
+                }
+            }
+        }
+        let last = batch.last().expect("non-empty");
+        self.applied_index = last.index;
+        self.node.advance_apply_to(last.index);
+        self.shared
+            .raft
+            .applied_index
+            .store(self.applied_index, Ordering::Release);
+        for (tx, r) in replies {
+            let _ = tx.send(r);
+        }
+        if !self.announced && last.term == self.node.raft.term {
+            self.announced = true;
+            if let Some(tx) = self.on_ready.take() {
+                let _ = tx.send(());
+            }
+        }
+        if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count {
+            self.snapshot(last.term);
+        }
+        true
+    }
+
+    fn snapshot(&mut self, term: u64) {
+        let index = self.applied_index;
+        let image = {
+            let ks = self
+                .shared
+                .keyspace
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ks.to_image()
+        };
+        let started = Instant::now();
+        let meta = SnapshotMeta { index, term };
+        let file = match self.snaps.save(meta, &image) {
+            Ok(f) => f,
+            Err(e) => fatal("saving a snapshot failed", &e),
+        };
+        if let Err(e) = self.node.mut_store().wl().compact(index) {
+            fatal("compacting the raft log failed", &e);
+        }
+        let released = match self.wal.release_to(index) {
+            Ok(r) => r,
+            Err(e) => fatal("releasing WAL segments failed", &e),
+        };
+        if let Err(e) = self.snaps.remove_older_than(index) {
+            tracing::warn!(error = %e, "removing old snapshots failed");
+        }
+        self.snapshot_index = index;
+        if let Some(bytes) = self.snaps_bytes(&file) {
+            self.shared.raft.db_bytes.store(bytes, Ordering::Release);
+        }
+        tracing::info!(
+            index,
+            term,
+            %file,
+            keys = image.keys.len(),
+            released_segments = released.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "saved snapshot"
+        );
+    }
+
+    fn snaps_bytes(&self, file: &str) -> Option<u64> {
+        std::fs::metadata(self.snap_dir.join(file))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    fn publish_status(&self) {
+        let r = &self.node.raft;
+        let s = &self.shared.raft;
+        s.term.store(r.term, Ordering::Release);
+        s.leader.store(r.leader_id, Ordering::Release);
+        s.last_index
+            .store(r.raft_log.last_index(), Ordering::Release);
+        s.commit_index
+            .store(r.raft_log.committed, Ordering::Release);
+    }
+
+    fn shutdown(&mut self) {
+        while let Some(p) = self.shared.proposals.pop() {
+            let _ = p.reply.send(Err(ProposeError::Stopped));
+        }
+        if let Err(e) = self.wal.wait() {
+            fatal("WAL fdatasync failed during shutdown", &e);
+        }
+        for (_, w) in self.waiters.drain() {
+            let _ = w.reply.send(Err(ProposeError::Stopped));
+        }
+        tracing::info!(
+            applied_index = self.applied_index,
+            "raft loop stopped; WAL flushed"
+        );
+    }
+}
+
+fn hard_state_record(hs: &HardState) -> Record {
+    Record::new(
+        RECORD_HARD_STATE,
+        hs.commit,
+        hs.write_to_bytes()
+            .expect("protobuf encoding of a hard state cannot fail"),
+    )
+}
+
+/// Stops the process: after a failed write or fdatasync the page cache may
+/// have dropped dirty pages, so nothing past this point may be
+/// acknowledged (fail-stop, as etcd does).
+fn fatal(what: &str, e: &dyn std::fmt::Display) -> ! {
+    tracing::error!(error = %e, "{what}; stopping (fail-stop: nothing past this point is acknowledged)");
+    std::process::exit(1);
+}
