@@ -27,6 +27,7 @@
 use crate::command::Command;
 use crate::recovery::{Recovered, RECORD_ENTRY, RECORD_HARD_STATE};
 use crate::shared::{Proposal, ProposeError, ProposeResult, Shared};
+use ferrocd_wal::io::{UringIo, WalIo};
 use ferrocd_wal::snapshot::{SnapshotDir, SnapshotMeta};
 use ferrocd_wal::{BatchTicket, Record, Wal, WalError};
 use protobuf::Message as _;
@@ -63,9 +64,9 @@ struct Waiter {
 }
 
 /// The Raft driver. Owns the `RawNode`, the WAL and the snapshot dir.
-pub struct RaftNode {
+pub struct RaftNode<I: WalIo = UringIo> {
     node: RawNode<MemStorage>,
-    wal: Wal,
+    wal: Wal<I>,
     snaps: SnapshotDir,
     snap_dir: std::path::PathBuf,
     shared: Arc<Shared>,
@@ -85,19 +86,19 @@ pub struct RaftNode {
     on_ready: Option<std::sync::mpsc::Sender<()>>,
 }
 
-impl RaftNode {
+impl<I: WalIo> RaftNode<I> {
     /// Builds the node from recovered state and campaigns (a one-member
     /// group elects itself at once).
     ///
     /// # Errors
     /// When raft rejects the recovered state.
     pub fn new(
-        rec: Recovered,
+        rec: Recovered<I>,
         member_id: u64,
         cfg: NodeConfig,
         shared: Arc<Shared>,
         on_ready: std::sync::mpsc::Sender<()>,
-    ) -> Result<RaftNode, raft::Error> {
+    ) -> Result<RaftNode<I>, raft::Error> {
         let Recovered {
             storage,
             applied,
@@ -150,17 +151,20 @@ impl RaftNode {
     }
 
     /// Runs until shutdown, then waits for in-flight WAL batches.
-    pub fn run(mut self) {
+    ///
+    /// # Errors
+    /// [`Fatal`]: the caller must stop the process without answering
+    /// anything else (dropping the node drops every waiting reply).
+    pub fn run(mut self) -> Result<(), Fatal> {
         loop {
             if self.shared.stopping.load(Ordering::Acquire) {
-                self.shutdown();
-                return;
+                return self.shutdown();
             }
             let mut progressed = self.drain_proposals();
             progressed |= self.tick_if_due();
-            progressed |= self.reap_wal();
-            progressed |= self.handle_ready();
-            progressed |= self.apply_durable();
+            progressed |= self.reap_wal()?;
+            progressed |= self.handle_ready()?;
+            progressed |= self.apply_durable()?;
             if !progressed {
                 self.park();
             }
@@ -243,14 +247,14 @@ impl RaftNode {
         true
     }
 
-    fn reap_wal(&mut self) -> bool {
+    fn reap_wal(&mut self) -> Result<bool, Fatal> {
         if self.in_flight.is_empty() {
-            return false;
+            return Ok(false);
         }
         let durable = match self.wal.poll_completed() {
             Ok(Some(t)) => t,
-            Ok(None) => return false,
-            Err(e) => fatal("WAL write or fdatasync failed", &e),
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(Fatal::new("WAL write or fdatasync failed", &e)),
         };
         let mut last_ready = None;
         while let Some(&(t, ready)) = self.in_flight.front() {
@@ -264,15 +268,15 @@ impl RaftNode {
             self.node.on_persist_ready(ready);
             self.durable_index = self.node.raft.raft_log.persisted;
         }
-        true
+        Ok(true)
     }
 
-    fn handle_ready(&mut self) -> bool {
+    fn handle_ready(&mut self) -> Result<bool, Fatal> {
         if !self.node.has_ready() {
-            return false;
+            return Ok(false);
         }
         if self.in_flight.len() >= ferrocd_wal::BATCHES_IN_FLIGHT_MAX {
-            return false;
+            return Ok(false);
         }
         let mut rd = self.node.ready();
         // A one-member group sends no messages; a future multi-member
@@ -322,11 +326,11 @@ impl RaftNode {
             match self.wal.submit(&records) {
                 Ok(t) => self.in_flight.push_back((t, number)),
                 Err(WalError::QueueFull { .. }) => unreachable!("checked in-flight count"),
-                Err(e) => fatal("WAL submit failed", &e),
+                Err(e) => return Err(Fatal::new("WAL submit failed", &e)),
             }
         }
         self.publish_status();
-        true
+        Ok(true)
     }
 
     fn set_preamble(&mut self) {
@@ -334,7 +338,7 @@ impl RaftNode {
         self.wal.set_segment_preamble(vec![hard_state_record(&hs)]);
     }
 
-    fn apply_durable(&mut self) -> bool {
+    fn apply_durable(&mut self) -> Result<bool, Fatal> {
         let mut batch = Vec::new();
         while self
             .committed
@@ -344,7 +348,7 @@ impl RaftNode {
             batch.push(self.committed.pop_front().expect("front exists"));
         }
         if batch.is_empty() {
-            return false;
+            return Ok(false);
         }
         let mut replies = Vec::with_capacity(batch.len());
         let entry_bytes: usize = batch.iter().map(|e| e.data.len()).sum();
@@ -381,7 +385,7 @@ impl RaftNode {
                             Ok(c) => {
                                 let _ = c.apply(&mut ks);
                             }
-                            Err(err) => fatal("corrupt committed entry", &err),
+                            Err(err) => return Err(Fatal::new("corrupt committed entry", &err)),
                         }
                     }
                 }
@@ -404,12 +408,12 @@ impl RaftNode {
             }
         }
         if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count {
-            self.snapshot(last.term);
+            self.snapshot(last.term)?;
         }
-        true
+        Ok(true)
     }
 
-    fn snapshot(&mut self, term: u64) {
+    fn snapshot(&mut self, term: u64) -> Result<(), Fatal> {
         let index = self.applied_index;
         let image = {
             let ks = self
@@ -423,14 +427,14 @@ impl RaftNode {
         let meta = SnapshotMeta { index, term };
         let file = match self.snaps.save(meta, &image) {
             Ok(f) => f,
-            Err(e) => fatal("saving a snapshot failed", &e),
+            Err(e) => return Err(Fatal::new("saving a snapshot failed", &e)),
         };
         if let Err(e) = self.node.mut_store().wl().compact(index) {
-            fatal("compacting the raft log failed", &e);
+            return Err(Fatal::new("compacting the raft log failed", &e));
         }
         let released = match self.wal.release_to(index) {
             Ok(r) => r,
-            Err(e) => fatal("releasing WAL segments failed", &e),
+            Err(e) => return Err(Fatal::new("releasing WAL segments failed", &e)),
         };
         if let Err(e) = self.snaps.remove_older_than(index) {
             tracing::warn!(error = %e, "removing old snapshots failed");
@@ -448,6 +452,7 @@ impl RaftNode {
             took_ms = started.elapsed().as_millis() as u64,
             "saved snapshot"
         );
+        Ok(())
     }
 
     fn snaps_bytes(&self, file: &str) -> Option<u64> {
@@ -467,12 +472,12 @@ impl RaftNode {
             .store(r.raft_log.committed, Ordering::Release);
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self) -> Result<(), Fatal> {
         while let Some(p) = self.shared.proposals.pop() {
             let _ = p.reply.send(Err(ProposeError::Stopped));
         }
         if let Err(e) = self.wal.wait() {
-            fatal("WAL fdatasync failed during shutdown", &e);
+            return Err(Fatal::new("WAL fdatasync failed during shutdown", &e));
         }
         for (_, w) in self.waiters.drain() {
             let _ = w.reply.send(Err(ProposeError::Stopped));
@@ -481,6 +486,7 @@ impl RaftNode {
             applied_index = self.applied_index,
             "raft loop stopped; WAL flushed"
         );
+        Ok(())
     }
 }
 
@@ -493,10 +499,145 @@ fn hard_state_record(hs: &HardState) -> Record {
     )
 }
 
-/// Stops the process: after a failed write or fdatasync the page cache may
-/// have dropped dirty pages, so nothing past this point may be
-/// acknowledged (fail-stop, as etcd does).
-fn fatal(what: &str, e: &dyn std::fmt::Display) -> ! {
-    tracing::error!(error = %e, "{what}; stopping (fail-stop: nothing past this point is acknowledged)");
-    std::process::exit(1);
+/// A failure after which the process must stop: after a failed write or
+/// fdatasync the page cache may have dropped dirty pages, so nothing past
+/// this point may be acknowledged (fail-stop, as etcd does).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct Fatal {
+    /// What failed.
+    pub what: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl Fatal {
+    fn new(what: &'static str, e: &dyn std::fmt::Display) -> Fatal {
+        Fatal {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Applied;
+    use crate::doorbell::Doorbell;
+    use crate::recovery::single_voter;
+    use crate::shared::{Identity, RaftStatus, PROPOSALS_QUEUE_MAX};
+    use crossbeam_queue::ArrayQueue;
+    use ferrocd_proto::etcdserverpb::PutRequest;
+    use ferrocd_shards::Keyspace;
+    use ferrocd_wal::io::MemFs;
+    use ferrocd_wal::WalOptions;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::RwLock;
+
+    const MEMBER: u64 = 1;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            keyspace: RwLock::new(Keyspace::new(2)),
+            proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
+            doorbell: Doorbell::new().unwrap(),
+            identity: Identity {
+                cluster_id: 2,
+                member_id: MEMBER,
+                name: "t".into(),
+                peer_urls: Vec::new(),
+                client_urls: Vec::new(),
+            },
+            raft: RaftStatus::default(),
+            stopping: AtomicBool::new(false),
+            max_request_bytes: 1 << 20,
+            max_txn_ops: 128,
+        })
+    }
+
+    /// A node on an in-memory, fault-injecting WAL, running on a thread.
+    fn start(
+        fs: &MemFs,
+        snap_dir: &std::path::Path,
+    ) -> (Arc<Shared>, std::thread::JoinHandle<Result<(), Fatal>>) {
+        let opts = WalOptions {
+            segment_bytes: 1 << 20,
+            ..WalOptions::default()
+        };
+        let (wal, _) = Wal::open_with(fs.clone(), opts).unwrap();
+        let rec = Recovered {
+            keyspace: Keyspace::new(2),
+            storage: MemStorage::new_with_conf_state(single_voter(MEMBER)),
+            applied: 0,
+            wal,
+            snaps: SnapshotDir::open(snap_dir).unwrap(),
+            snap_dir: snap_dir.to_path_buf(),
+            snapshot_bytes: 0,
+        };
+        let shared = shared();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cfg = NodeConfig {
+            heartbeat_interval_ms: 10,
+            election_ticks: 10,
+            snapshot_count: 1_000_000,
+        };
+        let node = RaftNode::new(rec, MEMBER, cfg, shared.clone(), tx).unwrap();
+        let t = std::thread::spawn(move || node.run());
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("node ready");
+        (shared, t)
+    }
+
+    fn put(shared: &Shared, key: &str) -> oneshot::Receiver<ProposeResult> {
+        let command = Command::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        });
+        let (reply, rx) = oneshot::channel();
+        let data = command.encode();
+        shared
+            .submit(Proposal {
+                command,
+                data,
+                reply,
+            })
+            .unwrap();
+        rx
+    }
+
+    #[test]
+    fn a_put_is_answered_after_its_fsync_with_the_next_revision() {
+        let fs = MemFs::new();
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, t) = start(&fs, dir.path());
+        let syncs_before = fs.sync_count();
+        let r = put(&shared, "a").blocking_recv().unwrap().unwrap();
+        let Applied::Put(p) = r else { panic!("{r:?}") };
+        assert_eq!(p.header.unwrap().revision, 2);
+        assert!(
+            fs.sync_count() > syncs_before,
+            "acknowledged before any fsync"
+        );
+        shared.stopping.store(true, Ordering::Release);
+        shared.doorbell.ring_always();
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_failed_fsync_stops_the_node_and_nothing_past_it_is_acknowledged() {
+        let fs = MemFs::new();
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, t) = start(&fs, dir.path());
+        assert!(put(&shared, "before").blocking_recv().unwrap().is_ok());
+        fs.fail_next_sync(libc::EIO);
+        let rx = put(&shared, "after");
+        let fatal = t.join().unwrap().expect_err("the loop must stop");
+        assert!(fatal.to_string().contains("fdatasync"), "{fatal}");
+        // The node is gone and its reply was dropped unanswered.
+        assert!(rx.blocking_recv().is_err());
+        // Later proposals are never taken.
+        assert!(shared.proposals.is_empty());
+    }
 }

@@ -9,6 +9,7 @@
 //! the snapshot are re-applied by the Raft loop, in order.
 
 use ferrocd_shards::{Keyspace, KeyspaceImage};
+use ferrocd_wal::io::{UringIo, WalIo};
 use ferrocd_wal::snapshot::SnapshotDir;
 use ferrocd_wal::{Wal, WalOptions};
 use protobuf::Message as _;
@@ -49,7 +50,7 @@ pub enum BootError {
 }
 
 /// A node's durable state, loaded.
-pub struct Recovered {
+pub struct Recovered<I: WalIo = UringIo> {
     /// The keyspace at `applied`.
     pub keyspace: Keyspace,
     /// Raft storage: snapshot metadata, entries after it, hard state.
@@ -57,7 +58,7 @@ pub struct Recovered {
     /// Index the keyspace reflects (the snapshot's).
     pub applied: u64,
     /// The open WAL, ready for appends.
-    pub wal: Wal,
+    pub wal: Wal<I>,
     /// The snapshot directory.
     pub snaps: SnapshotDir,
     /// Its path.

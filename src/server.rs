@@ -199,7 +199,12 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
     let node = RaftNode::new(rec, member_id, node_cfg, shared.clone(), ready_tx)?;
     let raft_thread = std::thread::Builder::new()
         .name("ferrocd-raft".into())
-        .spawn(move || node.run())
+        .spawn(move || {
+            if let Err(fatal) = node.run() {
+                tracing::error!(error = %fatal, "stopping: fail-stop, nothing past this point is acknowledged");
+                std::process::exit(1);
+            }
+        })
         .map_err(io_err("spawn the raft thread"))?;
 
     if ready_rx
