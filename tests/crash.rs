@@ -87,6 +87,7 @@ fn acknowledged_puts_survive_kill_9() {
                     )
                 })
                 .collect();
+            {
             let mut unacked = unacked.lock().unwrap();
             for (k, (v, r)) in acked.lock().unwrap().iter_mut() {
                 let got = found.get(k);
@@ -104,6 +105,7 @@ fn acknowledged_puts_survive_kill_9() {
                 );
             }
             unacked.clear();
+            }
             if compacted_at > 0 {
                 let e = c
                     .get("crash/", Some(GetOptions::new().with_revision(compacted_at - 1)))
@@ -153,7 +155,7 @@ fn acknowledged_puts_survive_kill_9() {
                             i += 1;
                             // Overwrite a key of this writer now and then, so
                             // later versions must win after replay.
-                            if i % 7 == 0 {
+                            if i.is_multiple_of(7) {
                                 let key = format!("crash/r{round:03}/w{w}/{:06}", i - 3);
                                 let val = format!("v{round}-{w}-{i}-again");
                                 match c.put(key.clone(), val.clone(), None).await {
@@ -196,8 +198,9 @@ fn acknowledged_puts_survive_kill_9() {
     server.restart();
     rt.block_on(async {
         let mut c = Client::connect([server.url()], None).await.unwrap();
-        let unacked = unacked.lock().unwrap();
-        for (k, (v, r)) in acked.lock().unwrap().iter() {
+        let unacked = unacked.lock().unwrap().clone();
+        let acked = acked.lock().unwrap().clone();
+        for (k, (v, r)) in &acked {
             let g = c.get(k.as_str(), None).await.unwrap();
             let kv = g
                 .kvs()
