@@ -482,3 +482,53 @@ fn sigterm_exits_zero_and_restart_recovers_keys_revision_and_compaction() {
         assert_eq!(server.signal_and_wait(libc::SIGINT).code(), Some(0));
     }
 }
+
+#[test]
+fn snapshots_release_old_wal_segments_and_restart_reads_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::ferrocd(dir.path(), &["--snapshot-count", "10"]);
+    let wal_segments = |s: &Server| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(s.data_dir.join("member/wal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        v.sort();
+        v
+    };
+    let rt = common::runtime();
+    // 80 values of 1 MiB fill more than one 64 MiB segment.
+    let value = vec![b'x'; 1024 * 1024];
+    rt.block_on(async {
+        let mut c = connect(&server).await;
+        for i in 0..80 {
+            let mut v = value.clone();
+            v[0] = b'a' + (i % 26) as u8;
+            c.put(format!("big{i:02}"), v, None).await.unwrap();
+        }
+    });
+    let segs = wal_segments(&server);
+    assert_eq!(
+        segs.len(),
+        1,
+        "segments fully covered by a snapshot are removed: {segs:?}"
+    );
+    assert_eq!(server.signal_and_wait(libc::SIGTERM).code(), Some(0));
+    server.restart();
+    rt.block_on(async {
+        let mut c = connect(&server).await;
+        let g = c
+            .get(
+                "big",
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(g.count(), 80);
+        assert_eq!(g.header().unwrap().revision(), 81);
+        let g = c.get("big79", None).await.unwrap();
+        assert_eq!(g.kvs()[0].value()[0], b'a' + 79 % 26);
+        assert_eq!(g.kvs()[0].value().len(), 1024 * 1024);
+    });
+}
