@@ -531,6 +531,61 @@ impl Keyspace {
         })
     }
 
+    /// Whether no branch of the txn (at any depth) writes: etcd serves such
+    /// a txn as a read, without going through the log.
+    #[must_use]
+    pub fn txn_is_read_only(req: &TxnRequest) -> bool {
+        !txn_writes(req)
+    }
+
+    /// A read-only txn (see [`Keyspace::txn_is_read_only`]) evaluated
+    /// without `&mut`: same answer as [`Keyspace::txn`] would give.
+    ///
+    /// # Errors
+    /// `FutureRev`, `Compacted` (ranges on the executed path).
+    ///
+    /// # Panics
+    /// If the txn writes (a caller bug).
+    pub fn txn_read_only(&self, req: &TxnRequest) -> Result<TxnResponse, KvError> {
+        assert!(!txn_writes(req), "txn_read_only on a writing txn");
+        let at = self.revision();
+        let plan = self.plan(req, at);
+        self.check_ranges(req, &plan)?;
+        let mut resp = self.read_txn(req, &plan, at);
+        resp.header = header(at);
+        Ok(resp)
+    }
+
+    fn read_txn(&self, req: &TxnRequest, plan: &TxnPlan, read: i64) -> TxnResponse {
+        let mut nested = plan.nested.iter();
+        let responses = branch(req, plan)
+            .iter()
+            .map(|op| ResponseOp {
+                response: match &op.request {
+                    Some(Request::RequestRange(r)) => {
+                        let at = if r.revision > 0 { r.revision } else { read };
+                        Some(Response::ResponseRange(self.range_at(r, at, read)))
+                    }
+                    Some(Request::RequestTxn(t)) => {
+                        let plan = nested.next().expect("plan matches txn");
+                        let mut inner = self.read_txn(t, plan, read);
+                        inner.header = Some(ResponseHeader::default());
+                        Some(Response::ResponseTxn(inner))
+                    }
+                    Some(Request::RequestPut(_) | Request::RequestDeleteRange(_)) => {
+                        unreachable!("read-only txn")
+                    }
+                    None => None,
+                },
+            })
+            .collect();
+        TxnResponse {
+            header: None,
+            succeeded: plan.succeeded,
+            responses,
+        }
+    }
+
     /// The revision a write applied now would get.
     #[must_use]
     pub fn pending_revision(&self) -> Revision {

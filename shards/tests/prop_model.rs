@@ -559,6 +559,15 @@ impl Harness {
                                     bump("txn ok, executed a nested txn");
                                 }
                             }
+                            // The read path the server takes for read-only
+                            // txns must give the same answer.
+                            if Keyspace::txn_is_read_only(&t) {
+                                bump("txn read-only path checked");
+                                for (n, ks) in &self.stores {
+                                    let g = ks.txn_read_only(&t);
+                                    self.same_result(idx, &want, *n, &g)?;
+                                }
+                            }
                             let got: Vec<_> = self
                                 .stores
                                 .iter_mut()

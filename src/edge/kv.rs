@@ -10,6 +10,7 @@ use ferrocd_proto::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use ferrocd_proto::tonic::{self, Request, Response, Status};
+use ferrocd_shards::Keyspace;
 use tokio::sync::oneshot;
 
 /// The KV service of one core (cheap to clone: shares everything).
@@ -105,6 +106,19 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
         validate::check_txn(&req, self.shared.max_txn_ops).map_err(kv_status)?;
+        if Keyspace::txn_is_read_only(&req) {
+            // As etcd: a txn that cannot write is served as a read (see
+            // `range` for why that is linearizable here).
+            let mut resp = self
+                .shared
+                .keyspace
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .txn_read_only(&req)
+                .map_err(kv_status)?;
+            fill_header(&self.shared, &mut resp.header);
+            return Ok(Response::new(resp));
+        }
         match self.propose(Command::Txn(req)).await? {
             Applied::Txn(mut resp) => {
                 fill_header(&self.shared, &mut resp.header);
