@@ -88,22 +88,20 @@ impl Command {
     }
 
     /// Size etcd compares with `--max-request-bytes`: the marshalled
-    /// `InternalRaftRequest` (the request plus its field tag and length, and
-    /// a request header holding a 64-bit id).
+    /// `InternalRaftRequest` holding the request (field tag, length, body)
+    /// and a `RequestHeader` whose id etcd's generator makes from the low 16
+    /// bits of the member id, a millisecond timestamp and a counter
+    /// (`pkg/idutil`: `member16 << 48 | ms40 << 8 | cnt8`).
     #[must_use]
-    pub fn raft_request_bytes(&self) -> usize {
+    pub fn raft_request_bytes(&self, member_id: u64) -> usize {
         let body = match self {
             Command::Put(r) => r.encoded_len(),
             Command::DeleteRange(r) => r.encoded_len(),
             Command::Txn(r) => r.encoded_len(),
             Command::Compact(r) => r.encoded_len(),
         };
-        // field tag (1 byte for fields 4..7) + length varint + body, plus
-        // the header field: 2-byte tag, 1-byte length, 1-byte id tag, and a
-        // 10-byte varint id.
-        1 + prost::encoding::encoded_len_varint(body as u64) + body + 14
+        1 + prost::encoding::encoded_len_varint(body as u64) + body + header_bytes(member_id)
     }
-
     /// Applies the command to the keyspace (in log order).
     ///
     /// # Errors
@@ -118,6 +116,19 @@ impl Command {
             Command::Compact(r) => Applied::Compact(ks.compact(r)?),
         })
     }
+}
+
+/// Encoded size of `header: RequestHeader { ID }` (field 100) inside etcd's
+/// `InternalRaftRequest`: 2-byte tag, 1-byte length, 1-byte id tag, id.
+fn header_bytes(member_id: u64) -> usize {
+    let member16 = member_id & 0xffff;
+    // Highest possible id bit: the member bits, else the 40-bit timestamp.
+    let id_bits = if member16 == 0 {
+        48
+    } else {
+        48 + (64 - member16.leading_zeros() as usize)
+    };
+    2 + 1 + 1 + id_bits.div_ceil(7)
 }
 
 #[cfg(test)]
@@ -166,6 +177,16 @@ mod tests {
             value: vec![0; 1000],
             ..Default::default()
         });
-        assert!(big.raft_request_bytes() >= small.raft_request_bytes() + 1000);
+        assert!(big.raft_request_bytes(1) >= small.raft_request_bytes(1) + 1000);
+    }
+
+    #[test]
+    fn request_id_width_follows_the_member_id_as_etcd_generates_it() {
+        // etcd's id: member16 << 48 | ms40 << 8 | cnt8, as a varint.
+        assert_eq!(header_bytes(0x0000_0000_0000_e94d), 4 + 10); // bit 15 set: 64 bits
+        assert_eq!(header_bytes(0x8e9e_05c5_2164_694d), 4 + 9); // etcd's default member: 63 bits
+        assert_eq!(header_bytes(0xbdae_9bbc_11dd_390d), 4 + 9); // 0x390d: 62 bits
+        assert_eq!(header_bytes(0x0000_0000_0000_00ff), 4 + 8); // 56 bits
+        assert_eq!(header_bytes(0x1234_0000_0000_0000), 4 + 7); // timestamp only
     }
 }

@@ -1,7 +1,7 @@
 //! `etcdserverpb.Cluster`: MemberList (membership changes come with
 //! multi-member clusters and answer `Unimplemented` until then).
 
-use super::{current_header, SharedRef};
+use super::{fill_header, SharedRef};
 use ferrocd_proto::etcdserverpb::cluster_server::Cluster;
 use ferrocd_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
@@ -58,8 +58,11 @@ impl Cluster for ClusterService {
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         let id = &self.shared.identity;
+        // etcd's cluster server header has no revision.
+        let mut header = None;
+        fill_header(&self.shared, &mut header);
         Ok(Response::new(MemberListResponse {
-            header: current_header(&self.shared),
+            header,
             members: vec![Member {
                 id: id.member_id,
                 name: id.name.clone(),

@@ -2,7 +2,10 @@
 //! loop, and the router that dispatches gRPC paths to tonic's generated
 //! services (unknown services answer `Unimplemented`, as grpc-go does).
 
-use super::{cluster, health, kv, maintenance, SharedRef};
+use super::txn_nesting::{scan, Nesting, TXN_NESTING_MAX};
+use super::{cluster, health, kv, kv_status, maintenance, SharedRef};
+use bytes::BytesMut;
+use ferrocd_core::KvError;
 use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrocd_proto::etcdserverpb::kv_server::KvServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -11,6 +14,7 @@ use ferrocd_proto::tonic::body::Body as TonicBody;
 use ferrocd_proto::tonic::codegen::Service as _;
 use ferrocd_proto::tonic::Status;
 use futures_lite::{AsyncRead, AsyncWrite};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
@@ -92,11 +96,13 @@ pub struct GrpcRouter {
     maintenance: MaintenanceServer<maintenance::MaintenanceService>,
     cluster: ClusterServer<cluster::ClusterService>,
     health: HealthServer<health::HealthService>,
+    decode_bytes_max: usize,
+    txn_nesting_cap: usize,
 }
 
 impl GrpcRouter {
     /// Services over the shared state; requests above `decode_bytes_max`
-    /// are refused by the codec with `ResourceExhausted` (etcd's gRPC limit:
+    /// are refused with `ResourceExhausted` (etcd's gRPC limit:
     /// `--max-request-bytes` + 512 KiB).
     #[must_use]
     pub fn new(shared: &SharedRef, decode_bytes_max: usize) -> GrpcRouter {
@@ -110,8 +116,142 @@ impl GrpcRouter {
             cluster: ClusterServer::new(cluster::ClusterService::new(shared.clone()))
                 .max_decoding_message_size(decode_bytes_max),
             health: HealthServer::new(health::HealthService::new(shared.clone())),
+            decode_bytes_max,
+            txn_nesting_cap: shared.max_txn_ops.saturating_add(1).min(TXN_NESTING_MAX),
         }
     }
+
+    async fn route(self, req: http::Request<Incoming>) -> http::Response<TonicBody> {
+        let path = req.uri().path().to_owned();
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let service = parts.next().unwrap_or("");
+        let method = parts.next().unwrap_or("");
+        let resp = match service {
+            "etcdserverpb.KV" if method == "Txn" => self.txn(req).await,
+            "etcdserverpb.KV" => {
+                let mut s = self.kv.clone();
+                s.call(req).await.unwrap_or_else(|never| match never {})
+            }
+            "etcdserverpb.Maintenance" => {
+                let mut s = self.maintenance.clone();
+                s.call(req).await.unwrap_or_else(|never| match never {})
+            }
+            "etcdserverpb.Cluster" => {
+                let mut s = self.cluster.clone();
+                s.call(req).await.unwrap_or_else(|never| match never {})
+            }
+            "grpc.health.v1.Health" => {
+                let mut s = self.health.clone();
+                s.call(req).await.unwrap_or_else(|never| match never {})
+            }
+            other => Status::unimplemented(format!("unknown service {other}")).into_http(),
+        };
+        grpc_go_errors(resp, service, method)
+    }
+
+    /// Txn: reads the (single) request message first to bound its nesting
+    /// before prost decodes it (see `txn_nesting`).
+    async fn txn(&self, req: http::Request<Incoming>) -> http::Response<TonicBody> {
+        let (parts, mut body) = req.into_parts();
+        let mut buf = BytesMut::new();
+        let mut want = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Status::cancelled("request body ended abnormally").into_http();
+            };
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+            }
+            if want.is_none() && buf.len() >= GRPC_HEADER_BYTES {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if len > self.decode_bytes_max {
+                    return too_large(len, self.decode_bytes_max).into_http();
+                }
+                want = Some(GRPC_HEADER_BYTES + len);
+            }
+            if want.is_some_and(|w| buf.len() >= w) {
+                break;
+            }
+        }
+        if let Some(w) = want {
+            if buf[0] == 0 && buf.len() >= w {
+                let msg = &buf[GRPC_HEADER_BYTES..w];
+                if scan(msg, self.txn_nesting_cap) == Nesting::Deeper {
+                    return kv_status(KvError::TooManyOps).into_http();
+                }
+            }
+        }
+        let req = http::Request::from_parts(parts, Full::new(buf.freeze()));
+        let mut s = self.kv.clone();
+        s.call(req).await.unwrap_or_else(|never| match never {})
+    }
+}
+
+/// Bytes before each gRPC message: compressed flag + 32-bit length.
+const GRPC_HEADER_BYTES: usize = 5;
+
+/// grpc-go's answer (what etcd sends) to a message above the size limit.
+fn too_large(len: usize, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({len} vs. {max})"
+    ))
+}
+
+/// Rewrites the few transport-level errors where tonic's wording or code
+/// differs from grpc-go's, which etcd clients see from etcd: an oversized
+/// message (tonic: OutOfRange "decoded message length too large") and an
+/// unknown method of a known service (tonic: no message).
+fn grpc_go_errors(
+    resp: http::Response<TonicBody>,
+    service: &str,
+    method: &str,
+) -> http::Response<TonicBody> {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    match header("grpc-status") {
+        "11" => {
+            let msg = percent_decode(header("grpc-message"));
+            if !msg.contains("decoded message length too large") {
+                return resp;
+            }
+            let numbers: Vec<usize> = msg
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            match numbers[..] {
+                [found, limit] => too_large(found, limit).into_http(),
+                _ => resp,
+            }
+        }
+        "12" if header("grpc-message").is_empty() => {
+            Status::unimplemented(format!("unknown method {method} for service {service}"))
+                .into_http()
+        }
+        _ => resp,
+    }
+}
+
+/// gRPC's `grpc-message` percent-decoding (invalid escapes kept as is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 type RouteFuture =
@@ -123,33 +263,8 @@ impl hyper::service::Service<http::Request<Incoming>> for GrpcRouter {
     type Future = RouteFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
-        let path = req.uri().path();
-        let service = path
-            .strip_prefix('/')
-            .and_then(|p| p.split('/').next())
-            .unwrap_or("");
-        match service {
-            "etcdserverpb.KV" => {
-                let mut s = self.kv.clone();
-                Box::pin(async move { s.call(req).await })
-            }
-            "etcdserverpb.Maintenance" => {
-                let mut s = self.maintenance.clone();
-                Box::pin(async move { s.call(req).await })
-            }
-            "etcdserverpb.Cluster" => {
-                let mut s = self.cluster.clone();
-                Box::pin(async move { s.call(req).await })
-            }
-            "grpc.health.v1.Health" => {
-                let mut s = self.health.clone();
-                Box::pin(async move { s.call(req).await })
-            }
-            other => {
-                let status = Status::unimplemented(format!("unknown service {other}"));
-                Box::pin(async move { Ok(status.into_http()) })
-            }
-        }
+        let this = self.clone();
+        Box::pin(async move { Ok(this.route(req).await) })
     }
 }
 

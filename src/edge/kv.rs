@@ -29,7 +29,9 @@ impl KvService {
     /// Sends a write through the log and waits until it is durable and
     /// applied.
     async fn propose(&self, command: Command) -> Result<Applied, Status> {
-        if command.raft_request_bytes() > self.shared.max_request_bytes {
+        if command.raft_request_bytes(self.shared.identity.member_id)
+            > self.shared.max_request_bytes
+        {
             return Err(kv_status(KvError::RequestTooLarge));
         }
         let data = command.encode();

@@ -11,6 +11,7 @@ pub mod health;
 pub mod http2;
 pub mod kv;
 pub mod maintenance;
+pub mod txn_nesting;
 
 use crate::shared::{ProposeError, Shared};
 use ferrocd_core::KvError;

@@ -75,7 +75,12 @@ impl Server {
     }
 
     /// Starts a server on `data_dir` (reused when it exists).
-    pub fn start(flavor: Flavor, data_dir: &Path, extra: &[&str], ports: Option<(u16, u16)>) -> Server {
+    pub fn start(
+        flavor: Flavor,
+        data_dir: &Path,
+        extra: &[&str],
+        ports: Option<(u16, u16)>,
+    ) -> Server {
         let (client_port, peer_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
         let mut s = Server {
             flavor,
@@ -128,7 +133,13 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("ready to serve client requests") {
+                // etcd 3.4 with `--logger zap` never logs "ready to serve
+                // client requests" (embed/serve.go logs it only under
+                // capnslog); its zap milestone is "serving client traffic
+                // insecurely", logged once the listener is handed to cmux.
+                if line.contains("ready to serve client requests")
+                    || line.contains("serving client traffic")
+                {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(());
                     }
@@ -145,9 +156,18 @@ impl Server {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{:?} exited before ready ({status}); log:\n{}", self.flavor, self.log());
+                panic!(
+                    "{:?} exited before ready ({status}); log:\n{}",
+                    self.flavor,
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "{:?} not ready in time; log:\n{}", self.flavor, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{:?} not ready in time; log:\n{}",
+                self.flavor,
+                self.log()
+            );
         }
     }
 
@@ -193,7 +213,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("server did not exit after signal {sig}; log:\n{}", self.log());
+                panic!(
+                    "server did not exit after signal {sig}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -221,7 +244,11 @@ pub fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
         .arg(endpoint)
         .arg("--command-timeout=20s")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn etcdctl");
