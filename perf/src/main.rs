@@ -1,8 +1,14 @@
-//! `ferrocd-perf`: end-to-end measurements. Today it measures the machine's
-//! floors that bound a durable put: `fsync-floor` times pwrite + fdatasync
-//! of one block into a preallocated file (the cost every acknowledged write
-//! pays at least once). The load generator against ferrocd and etcd joins it
-//! with the server.
+//! `ferrocd-perf`: end-to-end measurements.
+//!
+//! - `put`, `range`: a load generator against any etcd v3 endpoint (ferrocd
+//!   or etcd), modelled on etcd's `benchmark` tool (see `load.rs`);
+//!   `perf/compare.sh` runs it against both side by side.
+//! - `fsync-floor`: times pwrite + fdatasync of one block into a
+//!   preallocated file (the cost every acknowledged write pays at least
+//!   once).
+
+mod args;
+mod load;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -10,40 +16,36 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
-const USAGE: &str = "usage: ferrocd-perf fsync-floor [--dir DIR] [--count N] [--block-bytes B]";
+const USAGE_FSYNC: &str =
+    "usage: ferrocd-perf fsync-floor [--dir DIR] [--count N] [--block-bytes B]";
 const COUNT_MAX: usize = 1_000_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("fsync-floor") => {
-            if let Err(e) = fsync_floor(&args[1..]) {
-                eprintln!("ferrocd-perf: {e}");
-                std::process::exit(1);
-            }
-        }
+    let cmd = args.first().map(String::as_str).unwrap_or("");
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{}\n{USAGE_FSYNC}", load::USAGE);
+        return;
+    }
+    let result = match cmd {
+        "fsync-floor" => fsync_floor(&args[1..]),
+        "put" | "range" => load::main(cmd, &args[1..]),
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{}\n{USAGE_FSYNC}", load::USAGE);
             std::process::exit(2);
         }
-    }
-}
-
-fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .ok_or(format!("{name} needs a value"))?
-            .parse()
-            .map_err(|_| format!("bad value for {name}")),
+    };
+    if let Err(e) = result {
+        eprintln!("ferrocd-perf {cmd}: {e}");
+        std::process::exit(1);
     }
 }
 
 fn fsync_floor(args: &[String]) -> Result<(), String> {
-    let dir: PathBuf = flag(args, "--dir", std::env::temp_dir())?;
-    let count: usize = flag(args, "--count", 2000)?;
-    let block: usize = flag(args, "--block-bytes", 4096)?;
+    let f = args::Flags::parse(args, &["--dir", "--count", "--block-bytes"], &[])?;
+    let dir: PathBuf = f.get("--dir", std::env::temp_dir())?;
+    let count: usize = f.get("--count", 2000)?;
+    let block: usize = f.get("--block-bytes", 4096)?;
     if count == 0 || count > COUNT_MAX {
         return Err(format!("--count must be 1..={COUNT_MAX}"));
     }

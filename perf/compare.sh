@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Side-by-side load test: etcd vs ferrocd on this machine, same load
+# generator (target/release/ferrocd-perf), same disk, loopback only.
+#
+# For each workload it runs etcd, ferrocd, etcd, ferrocd (ROUNDS rounds),
+# each server started fresh with its own data dir under one temp dir, and
+# killed (by its PID) after its run. Results go to
+# perf/results/<date>-<shortcommit>.md: one row per run plus medians and
+# ferrocd/etcd ratios, stamped with the machine, the disk and the commit.
+#
+# Environment knobs:
+#   DURATION=10   seconds per run        ROUNDS=2      rounds per server
+#   ETCD=/usr/bin/etcd                   TMPDIR=/tmp   where data dirs live
+#   WORKLOADS="put1 put256 range256"     (names below)
+#   QUIET_WAIT_S=0  before each run, wait up to this long for a second in
+#                   which other processes use under 0.25 CPU (0: don't wait)
+# The "other CPU" column is the average CPUs used by everything but the
+# server and the generator during the run (other processes, interrupts):
+# well above 0 means the run shared the machine and is noise.
+# Runtime with the defaults: about 3-4 minutes plus the release builds.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}
+ETCD=${ETCD:-/usr/bin/etcd}
+WORKLOADS=${WORKLOADS:-"put1 put256 range256"}
+QUIET_WAIT_S=${QUIET_WAIT_S:-0}
+READY_TIMEOUT_S=30
+STOP_TIMEOUT_S=10
+
+# name -> "label|ferrocd-perf arguments"
+workload_def() {
+    case $1 in
+    put1) echo "put, 1 conn x 1 client|put --conns 1 --clients 1" ;;
+    put256) echo "put, 8 conns x 256 clients|put --conns 8 --clients 256" ;;
+    range256) echo "range serializable, 8 conns x 256 clients|range --consistency s --conns 8 --clients 256" ;;
+    *)
+        echo "unknown workload $1" >&2
+        exit 2
+        ;;
+    esac
+}
+
+for tool in jq awk ss; do
+    command -v "$tool" >/dev/null || {
+        echo "compare.sh needs $tool" >&2
+        exit 2
+    }
+done
+[[ -x $ETCD ]] || {
+    echo "no etcd at $ETCD (apt-get install etcd-server)" >&2
+    exit 2
+}
+
+echo "== building release binaries"
+# Two invocations so that ferrocd is built with exactly its own feature set
+# (building both packages at once would unify tonic's features into it).
+cargo build --release -p ferrocd
+cargo build --release -p ferrocd-perf
+FERROCD=$ROOT/target/release/ferrocd
+PERF=$ROOT/target/release/ferrocd-perf
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrocd-compare.XXXXXX")
+SERVER_PID=
+stop_server() {
+    local pid=$SERVER_PID
+    [[ -n $pid ]] || return 0
+    SERVER_PID=
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq $((STOP_TIMEOUT_S * 10))); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "   server $pid ignored SIGTERM for ${STOP_TIMEOUT_S}s; SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
+pick_ports() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 20000))
+        if port_free "$p" && port_free $((p + 1)); then
+            echo "$p $((p + 1))"
+            return
+        fi
+    done
+}
+
+# start_server NAME RUN_ID -> sets SERVER_PID, CLIENT_PORT, SERVER_LOG
+start_server() {
+    local name=$1 id=$2 bin ports peer
+    case $name in
+    etcd) bin=$ETCD ;;
+    ferrocd) bin=$FERROCD ;;
+    esac
+    read -r CLIENT_PORT peer <<<"$(pick_ports)"
+    local dir=$WORK/$id.data
+    SERVER_LOG=$WORK/$id.log
+    "$bin" --name default --data-dir "$dir" \
+        --listen-client-urls "http://127.0.0.1:$CLIENT_PORT" \
+        --advertise-client-urls "http://127.0.0.1:$CLIENT_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$peer" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "default=http://127.0.0.1:$peer" \
+        >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq $((READY_TIMEOUT_S * 20))); do
+        if grep -q 'ready to serve client requests' "$SERVER_LOG"; then
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "$name exited before it was ready; log:" >&2
+            tail -20 "$SERVER_LOG" >&2
+            SERVER_PID=
+            exit 1
+        fi
+        sleep 0.05
+    done
+    echo "$name not ready after ${READY_TIMEOUT_S}s; log:" >&2
+    tail -20 "$SERVER_LOG" >&2
+    exit 1
+}
+
+# Busy ticks of the whole machine over one second (minus steal).
+busy_ticks_1s() {
+    local a b
+    a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat)
+    echo $((b - a))
+}
+wait_quiet() {
+    [[ $QUIET_WAIT_S -gt 0 ]] || return 0
+    local hz limit waited=0
+    hz=$(getconf CLK_TCK)
+    limit=$((hz / 4))
+    while [[ $(busy_ticks_1s) -gt $limit ]]; do
+        waited=$((waited + 1))
+        if [[ $waited -ge $QUIET_WAIT_S ]]; then
+            echo "   machine still busy after ${QUIET_WAIT_S}s; running anyway" >&2
+            return 0
+        fi
+    done
+}
+
+# --- machine stamp -----------------------------------------------------------
+COMMIT=$(git rev-parse --short HEAD)
+DIRTY=""
+git diff --quiet HEAD 2>/dev/null || DIRTY=" (working tree has uncommitted changes)"
+DISK_SRC=$(findmnt -n -o SOURCE -T "$WORK" || echo "?")
+DISK_FS=$(findmnt -n -o FSTYPE,OPTIONS -T "$WORK" || echo "?")
+DISK_DEV=$(lsblk -dn -o NAME,MODEL,ROTA,SIZE "$DISK_SRC" 2>/dev/null | tr -s ' ' || echo "?")
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+echo "== fdatasync floor on $WORK"
+FLOOR=$("$PERF" fsync-floor --dir "$WORK" --count 500)
+echo "   $FLOOR"
+
+# --- runs ---------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+RUNS=$WORK/runs.tsv
+: >"$RUNS"
+for w in $WORKLOADS; do
+    IFS='|' read -r label wargs <<<"$(workload_def "$w")"
+    for round in $(seq "$ROUNDS"); do
+        for server in etcd ferrocd; do
+            id=$w-$server-$round
+            wait_quiet
+            start_server "$server" "$id"
+            echo "== $label: $server round $round (pid $SERVER_PID, port $CLIENT_PORT)"
+            # shellcheck disable=SC2086 # wargs is a word list
+            if ! "$PERF" $wargs --duration "$DURATION" \
+                --endpoints "127.0.0.1:$CLIENT_PORT" \
+                --server-pid "$SERVER_PID" --json >"$WORK/$id.json" 2>"$WORK/$id.err"; then
+                echo "   load generator failed: $(cat "$WORK/$id.err")" >&2
+                echo '{}' >"$WORK/$id.json"
+            fi
+            alive=yes
+            kill -0 "$SERVER_PID" 2>/dev/null || alive="DIED"
+            stop_server
+            jq -r --arg w "$label" --arg s "$server" --arg r "$round" --arg alive "$alive" '
+                [$w, $s, $r,
+                 (.rps // "n/a"), (.latency_us.p50 // "n/a"), (.latency_us.p99 // "n/a"),
+                 (.latency_us["p99.9"] // "n/a"), (.server_cpu_us_per_req // "n/a"),
+                 (.client_cpu_us_per_req // "n/a"), (.errors // "n/a"),
+                 ((.error_kinds // {}) | to_entries | map("\(.value)x \(.key)") | join("; ")),
+                 (.stalled // 0), $alive, (.other_cpu_cores // "n/a"), (.steal_cores // "n/a")]
+                 | @tsv' "$WORK/$id.json" >>"$RUNS"
+            tail -1 "$RUNS" | awk -F'\t' '{printf "   %s req/s, p50 %s us, p99 %s us, server %s us/op, generator %s us/op, errors %s, stalled %s, server alive: %s, other CPU %s\n", $4, $5, $6, $8, $9, $10, $12, $13, $14}'
+        done
+    done
+done
+
+# --- report -------------------------------------------------------------------
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+mkdir -p perf/results
+OUT=perf/results/$(date -u +%Y-%m-%d)-$COMMIT.md
+n=2
+while [[ -e $OUT ]]; do
+    OUT=perf/results/$(date -u +%Y-%m-%d)-$COMMIT-$n.md
+    n=$((n + 1))
+done
+{
+    echo "# ferrocd vs etcd, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- commit: \`$COMMIT\`$DIRTY"
+    echo "- machine: $(nproc) CPUs ($CPU_MODEL), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+    echo "- disk of the data dirs: \`$DISK_SRC\` $DISK_FS; device: $DISK_DEV (lsblk NAME MODEL ROTA SIZE)"
+    echo "- fdatasync floor at the start: $FLOOR"
+    echo "- load average (1/5/15 min) before the runs: $LOAD_BEFORE; after: $LOAD_AFTER (2 CPUs: above about 2 means other work shared the machine)"
+    echo "- etcd: $("$ETCD" --version | head -1); ferrocd: $("$FERROCD" --version 2>&1 | head -1)"
+    echo "- load: \`target/release/ferrocd-perf <workload> --duration $DURATION\`, key 8 B, value 8 B; put over 100000 random keys, range over 1000 pre-put keys; client and server share the machine's CPUs"
+    echo "- CPU columns: process user+sys time over the timed phase / requests completed; other CPU: average CPUs used by everything else during the run (other processes and interrupt time; well above 0 = noisy run); steal: CPUs taken by the hypervisor"
+    echo
+    echo "| workload | server | round | req/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | generator CPU µs/op | errors | other CPU (cores) | steal (cores) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    awk -F'\t' '{
+        err = $10; if ($11 != "") err = err " (" $11 ")"
+        if ($12 > 0) err = err ", STALLED " $12
+        if ($13 != "yes") err = err ", server DIED"
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, err, $14, $15
+    }' "$RUNS"
+    echo
+    echo "## Medians over rounds, and ferrocd / etcd"
+    echo
+    echo "| workload | etcd req/s | ferrocd req/s | ratio | etcd p50 µs | ferrocd p50 µs | ratio | etcd p99 µs | ferrocd p99 µs | ratio | etcd server CPU µs/op | ferrocd server CPU µs/op | ratio |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    awk -F'\t' '
+        function median(key,   n, i, j, t, a) {
+            n = cnt[key]
+            for (i = 1; i <= n; i++) a[i] = val[key, i]
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            if (n == 0) return "n/a"
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function add(w, s, m, v) { if (v == "n/a" || v == "") return; k = w SUBSEP s SUBSEP m; val[k, ++cnt[k]] = v }
+        function ratio(a, b) { return (a == "n/a" || b == "n/a" || a == 0) ? "n/a" : sprintf("%.2f", b / a) }
+        function fmt(v) { return (v == "n/a") ? v : sprintf("%.1f", v) }
+        {
+            if (!($1 in seen)) { seen[$1] = 1; order[++nw] = $1 }
+            add($1, $2, "rps", $4); add($1, $2, "p50", $5); add($1, $2, "p99", $6); add($1, $2, "cpu", $8)
+        }
+        END {
+            for (i = 1; i <= nw; i++) {
+                w = order[i]; line = "| " w
+                split("rps p50 p99 cpu", ms, " ")
+                for (m = 1; m <= 4; m++) {
+                    e = median(w SUBSEP "etcd" SUBSEP ms[m]); f = median(w SUBSEP "ferrocd" SUBSEP ms[m])
+                    line = line " | " fmt(e) " | " fmt(f) " | " ratio(e, f)
+                }
+                print line " |"
+            }
+        }' "$RUNS"
+    echo
+    echo "Ratios are ferrocd / etcd: above 1 is better for req/s, below 1 is better for latency and CPU."
+} >"$OUT"
+
+echo
+echo "== wrote $OUT"
+cat "$OUT"
