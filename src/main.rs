@@ -12,6 +12,7 @@ mod raft_node;
 mod recovery;
 mod server;
 mod shared;
+mod snapshotter;
 
 use mimalloc::MiMalloc;
 

@@ -16,8 +16,10 @@
 //!    (pipelining, `advance_append_async`).
 //! 5. Apply committed entries in log order, but never one above the
 //!    durable index; answer each entry's client only then. Every
-//!    `--snapshot-count` applied entries, save a keyspace snapshot and
-//!    release the WAL segments it covers.
+//!    `--snapshot-count` applied entries, hand a copy of the keyspace to
+//!    the snapshot thread (`snapshotter.rs`); once it reports the file
+//!    durable, compact the in-memory log and release the WAL segments it
+//!    covers.
 //! 6. Nothing to do: park on the doorbell and the WAL's eventfd until the
 //!    next tick.
 //!
@@ -27,8 +29,9 @@
 use crate::command::Command;
 use crate::recovery::{Recovered, RECORD_ENTRY, RECORD_HARD_STATE};
 use crate::shared::{Proposal, ProposeError, ProposeResult, Shared};
+use crate::snapshotter::Snapshotter;
 use ferrocd_wal::io::{UringIo, WalIo};
-use ferrocd_wal::snapshot::{SnapshotDir, SnapshotMeta};
+use ferrocd_wal::snapshot::SnapshotMeta;
 use ferrocd_wal::{BatchTicket, Record, Wal, WalError};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType, HardState};
@@ -67,8 +70,9 @@ struct Waiter {
 pub struct RaftNode<I: WalIo = UringIo> {
     node: RawNode<MemStorage>,
     wal: Wal<I>,
-    snaps: SnapshotDir,
-    snap_dir: std::path::PathBuf,
+    snapshotter: Snapshotter,
+    /// Entry bytes applied since the last snapshot job (for db size).
+    bytes_since_snapshot: u64,
     shared: Arc<Shared>,
     cfg: NodeConfig,
     /// Proposals waiting for their entry to apply, by log index.
@@ -127,12 +131,14 @@ impl<I: WalIo> RaftNode<I> {
         let durable_index = storage.last_index()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut node = RawNode::new(&raft_cfg, storage, &logger)?;
+        let snapshotter =
+            Snapshotter::start(snaps, snap_dir, shared.clone()).map_err(raft::Error::Io)?;
         node.campaign()?;
         let mut me = RaftNode {
             node,
             wal,
-            snaps,
-            snap_dir,
+            snapshotter,
+            bytes_since_snapshot: 0,
             shared,
             next_tick: Instant::now() + Duration::from_millis(cfg.heartbeat_interval_ms),
             cfg,
@@ -165,6 +171,7 @@ impl<I: WalIo> RaftNode<I> {
             progressed |= self.reap_wal()?;
             progressed |= self.handle_ready()?;
             progressed |= self.apply_durable()?;
+            progressed |= self.reap_snapshot()?;
             if !progressed {
                 self.park();
             }
@@ -352,6 +359,7 @@ impl<I: WalIo> RaftNode<I> {
         }
         let mut replies = Vec::with_capacity(batch.len());
         let entry_bytes: usize = batch.iter().map(|e| e.data.len()).sum();
+        self.bytes_since_snapshot += entry_bytes as u64;
         self.shared
             .raft
             .db_bytes
@@ -408,27 +416,39 @@ impl<I: WalIo> RaftNode<I> {
             }
         }
         if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count {
-            self.snapshot(last.term)?;
+            self.snapshot(last.term);
         }
         Ok(true)
     }
 
-    fn snapshot(&mut self, term: u64) -> Result<(), Fatal> {
-        let index = self.applied_index;
-        let image = {
-            let ks = self
-                .shared
-                .keyspace
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            ks.to_image()
+    /// Hands a copy of the keyspace (as of the applied index) to the
+    /// snapshot thread; the log is compacted when it reports back.
+    fn snapshot(&mut self, term: u64) {
+        if !self.snapshotter.idle() {
+            return;
+        }
+        let keyspace = self
+            .shared
+            .keyspace
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let meta = SnapshotMeta {
+            index: self.applied_index,
+            term,
         };
-        let started = Instant::now();
-        let meta = SnapshotMeta { index, term };
-        let file = match self.snaps.save(meta, &image) {
-            Ok(f) => f,
+        self.snapshotter.start_job(meta, keyspace);
+        self.bytes_since_snapshot = 0;
+    }
+
+    /// A saved snapshot lets the log and the WAL forget what it covers.
+    fn reap_snapshot(&mut self) -> Result<bool, Fatal> {
+        let saved = match self.snapshotter.take_saved() {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(false),
             Err(e) => return Err(Fatal::new("saving a snapshot failed", &e)),
         };
+        let index = saved.index;
         if let Err(e) = self.node.mut_store().wl().compact(index) {
             return Err(Fatal::new("compacting the raft log failed", &e));
         }
@@ -436,29 +456,18 @@ impl<I: WalIo> RaftNode<I> {
             Ok(r) => r,
             Err(e) => return Err(Fatal::new("releasing WAL segments failed", &e)),
         };
-        if let Err(e) = self.snaps.remove_older_than(index) {
-            tracing::warn!(error = %e, "removing old snapshots failed");
-        }
         self.snapshot_index = index;
-        if let Some(bytes) = self.snaps_bytes(&file) {
-            self.shared.raft.db_bytes.store(bytes, Ordering::Release);
-        }
-        tracing::info!(
-            index,
-            term,
-            %file,
-            keys = image.keys.len(),
-            released_segments = released.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "saved snapshot"
+        // The entries applied since the snapshot was taken still count.
+        self.shared.raft.db_bytes.store(
+            saved.file_bytes + self.bytes_since_snapshot,
+            Ordering::Release,
         );
-        Ok(())
-    }
-
-    fn snaps_bytes(&self, file: &str) -> Option<u64> {
-        std::fs::metadata(self.snap_dir.join(file))
-            .ok()
-            .map(|m| m.len())
+        tracing::debug!(
+            index,
+            released_segments = released.len(),
+            "released the log up to the snapshot"
+        );
+        Ok(true)
     }
 
     fn publish_status(&self) {
@@ -473,6 +482,7 @@ impl<I: WalIo> RaftNode<I> {
     }
 
     fn shutdown(&mut self) -> Result<(), Fatal> {
+        self.snapshotter.stop();
         while let Some(p) = self.shared.proposals.pop() {
             let _ = p.reply.send(Err(ProposeError::Stopped));
         }
@@ -531,6 +541,7 @@ mod tests {
     use ferrocd_proto::etcdserverpb::PutRequest;
     use ferrocd_shards::Keyspace;
     use ferrocd_wal::io::MemFs;
+    use ferrocd_wal::snapshot::SnapshotDir;
     use ferrocd_wal::WalOptions;
     use std::sync::atomic::AtomicBool;
     use std::sync::RwLock;
