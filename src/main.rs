@@ -13,6 +13,7 @@ mod recovery;
 mod server;
 mod shared;
 mod snapshotter;
+mod watch_hub;
 
 use mimalloc::MiMalloc;
 

@@ -358,6 +358,8 @@ impl<I: WalIo> RaftNode<I> {
             return Ok(false);
         }
         let mut replies = Vec::with_capacity(batch.len());
+        let events;
+        let revision;
         let entry_bytes: usize = batch.iter().map(|e| e.data.len()).sum();
         self.bytes_since_snapshot += entry_bytes as u64;
         self.shared
@@ -398,7 +400,11 @@ impl<I: WalIo> RaftNode<I> {
                     }
                 }
             }
+            events = ks.take_events();
+            revision = ks.revision();
         }
+        // Watchers hear about the batch before its writers get answers.
+        self.shared.watch.publish(&events, revision);
         let last = batch.last().expect("non-empty");
         self.applied_index = last.index;
         self.node.advance_apply_to(last.index);
@@ -550,6 +556,7 @@ mod tests {
 
     fn shared() -> Arc<Shared> {
         Arc::new(Shared {
+            watch: crate::watch_hub::WatchHub::new(1),
             keyspace: RwLock::new(Keyspace::new(2)),
             proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
             doorbell: Doorbell::new().unwrap(),

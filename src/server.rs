@@ -165,7 +165,9 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
         })
         .collect::<Result<_, ServerError>>()?;
 
+    let watch = crate::watch_hub::WatchHub::new(keyspace.revision());
     let shared = Arc::new(Shared {
+        watch,
         keyspace: RwLock::new(keyspace),
         proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
         doorbell: Doorbell::new().map_err(io_err("eventfd"))?,

@@ -87,6 +87,8 @@ pub struct Shared {
     pub proposals: ArrayQueue<Proposal>,
     /// Wakes the Raft thread.
     pub doorbell: Doorbell,
+    /// Every watcher; the Raft thread publishes applied events to it.
+    pub watch: crate::watch_hub::WatchHub,
     /// Member and cluster ids, URLs.
     pub identity: Identity,
     /// Raft progress.

@@ -49,6 +49,8 @@ pub struct Keyspace {
     /// then the set stays empty and a put naming a lease gets etcd's
     /// `requested lease not found`.
     leases: HashSet<i64>,
+    /// Watch events of writes applied since the last `take_events`.
+    pub(crate) journal: Vec<ferrocd_proto::mvccpb::Event>,
 }
 
 /// The compare results of a txn tree, decided before it writes: whether
@@ -107,6 +109,7 @@ impl Keyspace {
             router,
             sequencer: Sequencer::new(),
             leases: HashSet::new(),
+            journal: Vec::new(),
         }
     }
 
@@ -162,6 +165,10 @@ impl Keyspace {
     pub(crate) fn restore_key(&mut self, key: Vec<u8>, index: crate::KeyIndex) {
         let id = self.router.shard_of(&key);
         self.shards[usize::from(id.0)].restore_key(key, index);
+    }
+
+    pub(crate) fn shards_for_range<'a>(&'a self, range: &KeyRange<'_>) -> &'a [Shard] {
+        self.shards_for(range)
     }
 
     fn shards_for<'a>(&'a self, range: &KeyRange<'_>) -> &'a [Shard] {
@@ -290,7 +297,9 @@ impl Keyspace {
             (Some(p), true) => p.lease,
             _ => req.lease,
         };
-        shard.put(&req.key, rev, value, lease);
+        let v = shard.put(&req.key, rev, value, lease);
+        let event = crate::events::event_of(&req.key, v);
+        self.journal.push(event);
         PutResponse {
             header: header(rev.main),
             prev_kv: prev
@@ -332,6 +341,15 @@ impl Keyspace {
             let rev = exec.next_rev();
             let deleted = self.owner_mut(&kv.key).tombstone(&kv.key, rev);
             debug_assert!(deleted);
+            self.journal.push(ferrocd_proto::mvccpb::Event {
+                r#type: ferrocd_proto::mvccpb::event::EventType::Delete as i32,
+                kv: Some(KeyValue {
+                    key: kv.key.clone(),
+                    mod_revision: rev.main,
+                    ..Default::default()
+                }),
+                prev_kv: None,
+            });
         }
         DeleteRangeResponse {
             header: header(exec.read_rev()),

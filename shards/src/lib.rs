@@ -17,6 +17,8 @@ mod keyspace;
 mod range_merge;
 mod shard;
 
+pub mod events;
+pub use events::event_of;
 pub use image::{ArchivedKeyspaceImage, ImageError, KeyImage, KeyspaceImage, VersionImage};
 pub use key_index::{KeyIndex, Rev, Version};
 pub use keyspace::Keyspace;

@@ -83,6 +83,30 @@ impl Shard {
         }
     }
 
+    /// Calls `f` for every retained version (tombstones included) of every
+    /// key in `range` whose revision lies in `from..=to`, key by key.
+    pub fn visit_versions(
+        &self,
+        range: &KeyRange<'_>,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(&[u8], &Version),
+    ) {
+        if range.is_empty() || from > to {
+            return;
+        }
+        for (key, index) in self.keys.range::<[u8], _>(range.bounds()) {
+            let versions = index.versions();
+            let start = versions.partition_point(|v| v.rev.main < from);
+            for v in &versions[start..] {
+                if v.rev.main > to {
+                    break;
+                }
+                f(key, v);
+            }
+        }
+    }
+
     /// Reads `range` at revision `at`.
     #[must_use]
     pub fn range(&self, range: &KeyRange<'_>, at: i64, shape: ReadShape) -> ShardRange {

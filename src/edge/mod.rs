@@ -12,6 +12,7 @@ pub mod http2;
 pub mod kv;
 pub mod maintenance;
 pub mod txn_nesting;
+pub mod watch;
 
 use crate::shared::{ProposeError, Shared};
 use ferrocd_core::KvError;

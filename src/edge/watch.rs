@@ -1,0 +1,541 @@
+//! `etcdserverpb.Watch`: one task per bidi stream, on the core that
+//! accepted the connection.
+//!
+//! The task owns the stream's watch ids and options, reads requests
+//! (create, cancel, progress) in order, and turns the hub's messages into
+//! responses. Every create is answered by exactly one `created` response,
+//! in request order, before any event of that watch. A historical start is
+//! replayed from MVCC in two steps (most of it without the hub lock, the
+//! remainder under it, see `watch_hub`). The response channel is bounded:
+//! a client that reads slowly makes the task wait, which fills the hub
+//! channel, which turns its watchers into victims that catch up from
+//! history later; apply never waits.
+
+use super::{fill_header, SharedRef};
+use crate::watch_hub::{Registered, StreamId, StreamMsg, WatchRange, WatchSpec};
+use ferrocd_proto::etcdserverpb::watch_create_request::FilterType;
+use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
+use ferrocd_proto::etcdserverpb::watch_server::Watch;
+use ferrocd_proto::etcdserverpb::{
+    RangeRequest, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
+};
+use ferrocd_proto::mvccpb::{event::EventType, Event};
+use ferrocd_proto::tonic::{self, Request, Response, Status, Streaming};
+use futures_lite::future::or;
+use prost::Message;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Responses queued towards one client stream.
+pub const WATCH_RESPONSES_MAX: usize = 16;
+/// Most distinct revisions per history response (etcd's `watchBatchMaxRevs`).
+pub const HISTORY_REVISIONS_PER_RESPONSE_MAX: usize = 1000;
+/// etcd's `--experimental-watch-progress-notify-interval` default.
+pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// The error a create with a watch id already in use gets.
+const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+/// The Watch service.
+#[derive(Clone)]
+pub struct WatchService {
+    shared: SharedRef,
+}
+
+impl WatchService {
+    /// Over the shared state.
+    #[must_use]
+    pub fn new(shared: SharedRef) -> WatchService {
+        WatchService { shared }
+    }
+}
+
+/// The response side of a watch stream.
+pub struct ResponseStream(mpsc::Receiver<Result<WatchResponse, Status>>);
+
+impl futures_lite::Stream for ResponseStream {
+    type Item = Result<WatchResponse, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let requests = request.into_inner();
+        let (out, rx) = mpsc::channel(WATCH_RESPONSES_MAX);
+        let shared = self.shared.clone();
+        glommio::spawn_local(async move {
+            let (sid, msgs, victims) = shared.watch.add_stream();
+            let mut task = StreamTask {
+                shared: shared.clone(),
+                sid,
+                out,
+                watches: HashMap::new(),
+                next_auto_id: 0,
+                progress_pending: false,
+            };
+            task.run(requests, msgs, victims).await;
+            shared.watch.remove_stream(sid);
+        })
+        .detach();
+        Ok(Response::new(ResponseStream(rx)))
+    }
+}
+
+struct WatchOpts {
+    spec: WatchSpec,
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+    last_sent: Instant,
+}
+
+struct StreamTask {
+    shared: SharedRef,
+    sid: StreamId,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    watches: HashMap<i64, WatchOpts>,
+    next_auto_id: i64,
+    progress_pending: bool,
+}
+
+/// The client went away: stop the task.
+struct Gone;
+
+enum Input {
+    Request(Result<Option<WatchRequest>, Status>),
+    Msg(Option<StreamMsg>),
+    Tick,
+}
+
+impl StreamTask {
+    async fn run(
+        &mut self,
+        mut requests: Streaming<WatchRequest>,
+        mut msgs: mpsc::Receiver<StreamMsg>,
+        victims: Arc<AtomicBool>,
+    ) {
+        let mut requests_open = true;
+        loop {
+            let notify = self.watches.values().any(|w| w.progress_notify);
+            let tick = async {
+                if notify {
+                    glommio::timer::sleep(PROGRESS_NOTIFY_INTERVAL / 10).await;
+                    Input::Tick
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let msg = async { Input::Msg(msgs.recv().await) };
+            let input = if requests_open {
+                let req = async { Input::Request(requests.message().await) };
+                or(req, or(msg, tick)).await
+            } else {
+                or(msg, tick).await
+            };
+            let step = match input {
+                Input::Request(Ok(Some(r))) => self.on_request(r).await,
+                Input::Request(Ok(None)) => {
+                    // Half-closed by the client: keep sending, as etcd does.
+                    requests_open = false;
+                    Ok(())
+                }
+                Input::Request(Err(_)) | Input::Msg(None) => return,
+                Input::Msg(Some(m)) => {
+                    let mut r = self.on_msg(m).await;
+                    while r.is_ok() {
+                        match msgs.try_recv() {
+                            Ok(m) => r = self.on_msg(m).await,
+                            Err(_) => break,
+                        }
+                    }
+                    r
+                }
+                Input::Tick => self.progress_notify().await,
+            };
+            if step.is_err() {
+                return;
+            }
+            if victims.swap(false, Ordering::AcqRel) && self.catch_up_victims().await.is_err() {
+                return;
+            }
+            if self.progress_pending && self.shared.watch.queue_progress(self.sid) {
+                self.progress_pending = false;
+            }
+        }
+    }
+
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        let mut h = Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        });
+        fill_header(&self.shared, &mut h);
+        h
+    }
+
+    fn current_revision(&self) -> i64 {
+        self.shared
+            .keyspace
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .revision()
+    }
+
+    async fn send(&self, resp: WatchResponse) -> Result<(), Gone> {
+        self.out.send(Ok(resp)).await.map_err(|_| Gone)
+    }
+
+    async fn on_request(&mut self, req: WatchRequest) -> Result<(), Gone> {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(RequestUnion::CancelRequest(c)) => {
+                if self.watches.remove(&c.watch_id).is_some() {
+                    self.shared.watch.cancel(self.sid, c.watch_id);
+                    let header = self.header(self.current_revision());
+                    self.send(WatchResponse {
+                        header,
+                        watch_id: c.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                if !self.shared.watch.queue_progress(self.sid) {
+                    self.progress_pending = true;
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Gone> {
+        let id = if c.watch_id != 0 {
+            if self.watches.contains_key(&c.watch_id) {
+                let header = self.header(self.current_revision());
+                return self
+                    .send(WatchResponse {
+                        header,
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: DUPLICATE_WATCH_ID.into(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            c.watch_id
+        } else {
+            while self.watches.contains_key(&self.next_auto_id) {
+                self.next_auto_id += 1;
+            }
+            self.next_auto_id += 1;
+            self.next_auto_id - 1
+        };
+        let key = if c.key.is_empty() { vec![0] } else { c.key };
+        let spec = WatchSpec {
+            range: WatchRange {
+                key,
+                range_end: c.range_end,
+            },
+            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+        };
+        let (current, compacted) = {
+            let ks = self
+                .shared
+                .keyspace
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (ks.revision(), ks.compact_revision())
+        };
+        let header = self.header(current);
+        self.send(WatchResponse {
+            header,
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        })
+        .await?;
+        if c.start_revision != 0 && c.start_revision < compacted {
+            return self.send_compacted(id, compacted).await;
+        }
+        self.watches.insert(
+            id,
+            WatchOpts {
+                spec: spec.clone(),
+                prev_kv: c.prev_kv,
+                fragment: c.fragment,
+                progress_notify: c.progress_notify,
+                last_sent: Instant::now(),
+            },
+        );
+        let from = if c.start_revision == 0 {
+            current + 1
+        } else {
+            c.start_revision
+        };
+        self.replay_then_register(id, spec, from, false).await
+    }
+
+    /// Sends history from `from` without the hub lock, then registers (or
+    /// resyncs) the watcher, sending the remaining gap.
+    async fn replay_then_register(
+        &mut self,
+        id: i64,
+        spec: WatchSpec,
+        from: i64,
+        resync: bool,
+    ) -> Result<(), Gone> {
+        let (events, upto, compacted) = {
+            let ks = self
+                .shared
+                .keyspace
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let r = ks.revision();
+            let range = ferrocd_core::KeyRange::new(&spec.range.key, &spec.range.range_end);
+            let evs = if from <= r && from >= ks.compact_revision() {
+                ks.history(&range, from, r)
+            } else {
+                Vec::new()
+            };
+            (evs, r, ks.compact_revision())
+        };
+        if from < compacted {
+            self.watches.remove(&id);
+            self.shared.watch.cancel(self.sid, id);
+            return self.send_compacted(id, compacted).await;
+        }
+        let next = if from <= upto {
+            self.send_history(id, events, upto).await?;
+            upto + 1
+        } else {
+            from
+        };
+        let hub = &self.shared.watch;
+        let outcome = if resync {
+            hub.resync(self.sid, id, next, &self.shared.keyspace)
+        } else {
+            Some(hub.register(self.sid, id, spec, next, &self.shared.keyspace))
+        };
+        match outcome {
+            Some(Registered::Synced { gap, revision }) => {
+                self.send_history(id, gap, revision).await
+            }
+            Some(Registered::Compacted(c)) => {
+                self.watches.remove(&id);
+                self.send_compacted(id, c).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn send_compacted(&self, id: i64, compacted: i64) -> Result<(), Gone> {
+        let header = self.header(0);
+        self.send(WatchResponse {
+            header,
+            watch_id: id,
+            canceled: true,
+            compact_revision: compacted,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// History events in responses of at most
+    /// [`HISTORY_REVISIONS_PER_RESPONSE_MAX`] revisions, each with header
+    /// revision `revision` (the store revision they were read at, as etcd).
+    async fn send_history(
+        &mut self,
+        id: i64,
+        events: Vec<Event>,
+        revision: i64,
+    ) -> Result<(), Gone> {
+        let Some(opts) = self.watches.get(&id) else {
+            return Ok(());
+        };
+        let mut events: Vec<Event> = events.into_iter().filter(|e| opts.spec.wants(e)).collect();
+        while !events.is_empty() {
+            let mut revs = 0;
+            let mut last = 0;
+            let cut = events
+                .iter()
+                .position(|e| {
+                    let r = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                    if r != last {
+                        revs += 1;
+                        last = r;
+                    }
+                    revs > HISTORY_REVISIONS_PER_RESPONSE_MAX
+                })
+                .unwrap_or(events.len());
+            let rest = events.split_off(cut);
+            self.send_events(id, events, revision).await?;
+            events = rest;
+        }
+        Ok(())
+    }
+
+    async fn on_msg(&mut self, m: StreamMsg) -> Result<(), Gone> {
+        match m {
+            StreamMsg::Events {
+                watch_id,
+                revision,
+                events,
+            } => self.send_events(watch_id, events, revision).await,
+            StreamMsg::Progress { revision } => {
+                let header = self.header(revision);
+                self.send(WatchResponse {
+                    header,
+                    watch_id: -1,
+                    ..Default::default()
+                })
+                .await
+            }
+        }
+    }
+
+    /// Sends events of one watch (prev_kv filled if asked), fragmenting a
+    /// response above `--max-request-bytes` when the watch asked for it.
+    async fn send_events(
+        &mut self,
+        id: i64,
+        mut events: Vec<Event>,
+        revision: i64,
+    ) -> Result<(), Gone> {
+        let Some(opts) = self.watches.get_mut(&id) else {
+            return Ok(()); // canceled meanwhile
+        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        opts.last_sent = Instant::now();
+        let (prev_kv, fragment) = (opts.prev_kv, opts.fragment);
+        if prev_kv {
+            fill_prev_kvs(&self.shared, &mut events);
+        }
+        let header = self.header(revision);
+        let resp = WatchResponse {
+            header,
+            watch_id: id,
+            events,
+            ..Default::default()
+        };
+        let max = self.shared.max_request_bytes;
+        if !fragment || resp.events.len() < 2 || resp.encoded_len() <= max {
+            return self.send(resp).await;
+        }
+        let WatchResponse { header, events, .. } = resp;
+        let mut chunk: Vec<Event> = Vec::new();
+        let mut bytes = 0;
+        let n = events.len();
+        for (i, e) in events.into_iter().enumerate() {
+            let len = e.encoded_len() + 4;
+            if !chunk.is_empty() && bytes + len > max {
+                self.send(WatchResponse {
+                    header,
+                    watch_id: id,
+                    events: std::mem::take(&mut chunk),
+                    fragment: true,
+                    ..Default::default()
+                })
+                .await?;
+                bytes = 0;
+            }
+            bytes += len;
+            chunk.push(e);
+            if i + 1 == n {
+                self.send(WatchResponse {
+                    header,
+                    watch_id: id,
+                    events: std::mem::take(&mut chunk),
+                    ..Default::default()
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn catch_up_victims(&mut self) -> Result<(), Gone> {
+        for v in self.shared.watch.victims(self.sid) {
+            if self.watches.contains_key(&v.watch_id) {
+                self.replay_then_register(v.watch_id, v.spec, v.next_rev, true)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd's progress notification: an empty response to each
+    /// `progress_notify` watch that sent nothing for the interval.
+    async fn progress_notify(&mut self) -> Result<(), Gone> {
+        if !self.shared.watch.all_synced(self.sid) {
+            return Ok(());
+        }
+        let revision = self.shared.watch.published();
+        let now = Instant::now();
+        let due: Vec<i64> = self
+            .watches
+            .iter_mut()
+            .filter(|(_, w)| {
+                w.progress_notify && now.duration_since(w.last_sent) >= PROGRESS_NOTIFY_INTERVAL
+            })
+            .map(|(id, w)| {
+                w.last_sent = now;
+                *id
+            })
+            .collect();
+        for id in due {
+            let header = self.header(revision);
+            self.send(WatchResponse {
+                header,
+                watch_id: id,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// etcd reads `prev_kv` at `mod_revision - 1` when sending (none for a
+/// create event, or when that revision is compacted away).
+fn fill_prev_kvs(shared: &SharedRef, events: &mut [Event]) {
+    let ks = shared
+        .keyspace
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for e in events {
+        let Some(kv) = &e.kv else { continue };
+        let is_create = e.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision;
+        if is_create {
+            continue;
+        }
+        let r = ks.range(&RangeRequest {
+            key: kv.key.clone(),
+            revision: kv.mod_revision - 1,
+            ..Default::default()
+        });
+        if let Ok(mut r) = r {
+            e.prev_kv = r.kvs.pop();
+        }
+    }
+}
