@@ -17,10 +17,11 @@
 //! while taking the hub's). A watcher registered at `next_rev` ignores
 //! published events below it, so an event is never lost or repeated.
 
-use ferrocd_core::KeyRange;
+use ferrocd_core::{prefix_end, KeyRange};
 use ferrocd_proto::mvccpb::{event::EventType, Event};
 use ferrocd_shards::Keyspace;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::mpsc;
@@ -69,6 +70,33 @@ impl WatchRange {
     fn is_single_key(&self) -> bool {
         self.range_end.is_empty()
     }
+
+    /// `Some(prefix)` when the range is exactly "every key starting with
+    /// prefix" (a non-empty prefix): indexed by prefix, not scanned.
+    fn as_prefix(&self) -> Option<&[u8]> {
+        (!self.key.is_empty()
+            && self.key != [0]
+            && self.range_end != [0]
+            && prefix_end(&self.key) == self.range_end)
+            .then_some(&self.key[..])
+    }
+}
+
+/// Where a watcher is indexed.
+fn slot(range: &WatchRange) -> Slot<'_> {
+    if range.is_single_key() {
+        Slot::Key(&range.key)
+    } else if let Some(p) = range.as_prefix() {
+        Slot::Prefix(p)
+    } else {
+        Slot::Range
+    }
+}
+
+enum Slot<'a> {
+    Key(&'a [u8]),
+    Prefix(&'a [u8]),
+    Range,
 }
 
 /// What a watcher wants.
@@ -106,6 +134,10 @@ struct Watcher {
 struct Stream {
     tx: mpsc::Sender<StreamMsg>,
     victims: Arc<AtomicBool>,
+    /// Its watch ids.
+    ids: HashSet<i64>,
+    /// How many of them are victims.
+    unsynced: usize,
 }
 
 #[derive(Debug, Default)]
@@ -114,7 +146,10 @@ struct Inner {
     watchers: HashMap<(StreamId, i64), Watcher>,
     /// Single-key watchers by key.
     by_key: HashMap<Vec<u8>, Vec<(StreamId, i64)>>,
-    /// Range watchers (checked against every event).
+    /// Prefix watchers by prefix (an event key looks up each of its
+    /// prefixes).
+    by_prefix: HashMap<Vec<u8>, Vec<(StreamId, i64)>>,
+    /// Other range watchers (checked against every event).
     ranges: Vec<(StreamId, i64)>,
     next_stream: StreamId,
 }
@@ -188,6 +223,8 @@ impl WatchHub {
             Stream {
                 tx,
                 victims: victims.clone(),
+                ids: HashSet::new(),
+                unsynced: 0,
             },
         );
         (id, rx, victims)
@@ -196,16 +233,15 @@ impl WatchHub {
     /// Removes a stream and all its watchers.
     pub fn remove_stream(&self, stream: StreamId) {
         let mut inner = self.lock();
-        inner.streams.remove(&stream);
         let ids: Vec<i64> = inner
-            .watchers
-            .keys()
-            .filter(|(s, _)| *s == stream)
-            .map(|(_, w)| *w)
-            .collect();
+            .streams
+            .get(&stream)
+            .map(|s| s.ids.iter().copied().collect())
+            .unwrap_or_default();
         for w in ids {
             Self::unindex(&mut inner, stream, w);
         }
+        inner.streams.remove(&stream);
     }
 
     /// Registers a watcher that has received everything below `next_rev`.
@@ -226,29 +262,23 @@ impl WatchHub {
                 return Registered::Compacted(compacted);
             }
         };
-        let single = spec.range.is_single_key();
-        let key = spec.range.key.clone();
-        let existed = inner
-            .watchers
-            .insert(
-                (stream, watch_id),
-                Watcher {
-                    spec,
-                    next_rev: next_rev.max(revision + 1),
-                    synced: true,
-                },
-            )
-            .is_some();
-        if !existed {
-            if single {
-                inner
-                    .by_key
-                    .entry(key)
-                    .or_default()
-                    .push((stream, watch_id));
-            } else {
-                inner.ranges.push((stream, watch_id));
-            }
+        let id = (stream, watch_id);
+        match slot(&spec.range) {
+            Slot::Key(k) => inner.by_key.entry(k.to_vec()).or_default().push(id),
+            Slot::Prefix(p) => inner.by_prefix.entry(p.to_vec()).or_default().push(id),
+            Slot::Range => inner.ranges.push(id),
+        }
+        let old = inner.watchers.insert(
+            id,
+            Watcher {
+                spec,
+                next_rev: next_rev.max(revision + 1),
+                synced: true,
+            },
+        );
+        debug_assert!(old.is_none(), "watch id registered twice on a stream");
+        if let Some(s) = inner.streams.get_mut(&stream) {
+            s.ids.insert(watch_id);
         }
         Registered::Synced { gap, revision }
     }
@@ -285,15 +315,24 @@ impl WatchHub {
             return false;
         };
         let id = (stream, watch_id);
-        if w.spec.range.is_single_key() {
-            if let Some(v) = inner.by_key.get_mut(&w.spec.range.key) {
+        let remove_from = |map: &mut HashMap<Vec<u8>, Vec<(StreamId, i64)>>, k: &[u8]| {
+            if let Some(v) = map.get_mut(k) {
                 v.retain(|x| *x != id);
                 if v.is_empty() {
-                    inner.by_key.remove(&w.spec.range.key);
+                    map.remove(k);
                 }
             }
-        } else {
-            inner.ranges.retain(|x| *x != id);
+        };
+        match slot(&w.spec.range) {
+            Slot::Key(k) => remove_from(&mut inner.by_key, k),
+            Slot::Prefix(p) => remove_from(&mut inner.by_prefix, p),
+            Slot::Range => inner.ranges.retain(|x| *x != id),
+        }
+        if let Some(s) = inner.streams.get_mut(&stream) {
+            s.ids.remove(&watch_id);
+            if !w.synced {
+                s.unsynced -= 1;
+            }
         }
         true
     }
@@ -301,25 +340,28 @@ impl WatchHub {
     /// The stream's watchers that fell behind (still registered, unsynced).
     pub fn victims(&self, stream: StreamId) -> Vec<Victim> {
         let inner = self.lock();
-        inner
-            .watchers
+        let Some(s) = inner.streams.get(&stream).filter(|s| s.unsynced > 0) else {
+            return Vec::new();
+        };
+        s.ids
             .iter()
-            .filter(|((s, _), w)| *s == stream && !w.synced)
-            .map(|((_, id), w)| Victim {
-                watch_id: *id,
-                spec: w.spec.clone(),
-                next_rev: w.next_rev,
+            .filter_map(|id| {
+                let w = &inner.watchers[&(stream, *id)];
+                (!w.synced).then(|| Victim {
+                    watch_id: *id,
+                    spec: w.spec.clone(),
+                    next_rev: w.next_rev,
+                })
             })
             .collect()
     }
 
     /// Whether every watcher of the stream is synced.
     pub fn all_synced(&self, stream: StreamId) -> bool {
-        let inner = self.lock();
-        inner
-            .watchers
-            .iter()
-            .all(|((s, _), w)| *s != stream || w.synced)
+        self.lock()
+            .streams
+            .get(&stream)
+            .is_none_or(|s| s.unsynced == 0)
     }
 
     /// Queues a progress marker behind everything already handed to the
@@ -327,16 +369,12 @@ impl WatchHub {
     /// (a victim is catching up, or the channel is full).
     pub fn queue_progress(&self, stream: StreamId) -> bool {
         let inner = self.lock();
-        let synced = inner
-            .watchers
-            .iter()
-            .all(|((s, _), w)| *s != stream || w.synced);
-        if !synced {
-            return false;
-        }
         let Some(st) = inner.streams.get(&stream) else {
             return false;
         };
+        if st.unsynced > 0 {
+            return false;
+        }
         st.tx
             .try_send(StreamMsg::Progress {
                 revision: self.published(),
@@ -374,11 +412,14 @@ impl WatchHub {
         for e in events {
             let key = e.kv.as_ref().map_or(&[][..], |kv| &kv.key[..]);
             let exact = inner.by_key.get(key).into_iter().flatten();
+            let prefixed = (1..=key.len())
+                .filter_map(|n| inner.by_prefix.get(&key[..n]))
+                .flatten();
             let ranged = inner
                 .ranges
                 .iter()
                 .filter(|id| inner.watchers[*id].spec.range.as_range().contains(key));
-            for id in exact.chain(ranged) {
+            for id in exact.chain(prefixed).chain(ranged) {
                 let w = &inner.watchers[id];
                 if w.synced && w.next_rev <= rev && w.spec.wants(e) {
                     out.entry(*id).or_default().push(e.clone());
@@ -386,7 +427,7 @@ impl WatchHub {
             }
         }
         for (id, evs) in out {
-            let Some(stream) = inner.streams.get(&id.0) else {
+            let Some(stream) = inner.streams.get_mut(&id.0) else {
                 continue;
             };
             let msg = StreamMsg::Events {
@@ -401,6 +442,7 @@ impl WatchHub {
                     // Falls back to history from `rev`; apply goes on.
                     w.synced = false;
                     w.next_rev = rev;
+                    stream.unsynced += 1;
                     stream.victims.store(true, Ordering::Release);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -426,8 +468,14 @@ impl WatchHub {
             }
             Ok((gap, revision)) => {
                 let w = inner.watchers.get_mut(&(stream, watch_id))?;
+                let was_victim = !w.synced;
                 w.synced = true;
                 w.next_rev = next_rev.max(revision + 1);
+                if was_victim {
+                    if let Some(s) = inner.streams.get_mut(&stream) {
+                        s.unsynced -= 1;
+                    }
+                }
                 Some(Registered::Synced { gap, revision })
             }
         }
@@ -436,4 +484,172 @@ impl WatchHub {
 
 fn mod_revision(e: &Event) -> i64 {
     e.kv.as_ref().map_or(0, |kv| kv.mod_revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrocd_proto::etcdserverpb::{DeleteRangeRequest, PutRequest};
+
+    fn spec(key: &str, end: &[u8]) -> WatchSpec {
+        WatchSpec {
+            range: WatchRange {
+                key: key.as_bytes().to_vec(),
+                range_end: end.to_vec(),
+            },
+            no_put: false,
+            no_delete: false,
+        }
+    }
+
+    fn put(ks: &RwLock<Keyspace>, hub: &WatchHub, k: &str) {
+        let mut ks = ks.write().unwrap();
+        ks.put(&PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+        let evs = ks.take_events();
+        let rev = ks.revision();
+        drop(ks);
+        hub.publish(&evs, rev);
+    }
+
+    fn revisions(rx: &mut mpsc::Receiver<StreamMsg>) -> Vec<(i64, i64, Vec<String>)> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                StreamMsg::Events {
+                    watch_id,
+                    revision,
+                    events,
+                } => out.push((
+                    watch_id,
+                    revision,
+                    events
+                        .iter()
+                        .map(|e| String::from_utf8_lossy(&e.kv.as_ref().unwrap().key).into_owned())
+                        .collect(),
+                )),
+                StreamMsg::Progress { revision } => out.push((-1, revision, Vec::new())),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn keys_prefixes_and_ranges_get_their_events() {
+        let ks = RwLock::new(Keyspace::new(4));
+        let hub = WatchHub::new(1);
+        let (sid, mut rx, _) = hub.add_stream();
+        let all = vec![0u8];
+        for (id, sp) in [
+            (0, spec("a/1", b"")),
+            (1, spec("a/", &prefix_end(b"a/"))),
+            (2, spec("\0", &all)),
+            (3, spec("a/2", b"b")),
+        ] {
+            assert!(matches!(
+                hub.register(sid, id, sp, 2, &ks),
+                Registered::Synced { .. }
+            ));
+        }
+        put(&ks, &hub, "a/1"); // 2
+        put(&ks, &hub, "a/2"); // 3
+        put(&ks, &hub, "c"); // 4
+        let got = revisions(&mut rx);
+        let mut r2: Vec<i64> = got.iter().filter(|m| m.1 == 2).map(|m| m.0).collect();
+        r2.sort_unstable();
+        assert_eq!(r2, [0, 1, 2]);
+        let mut r3: Vec<i64> = got.iter().filter(|m| m.1 == 3).map(|m| m.0).collect();
+        r3.sort_unstable();
+        assert_eq!(r3, [1, 2, 3]);
+        let r4: Vec<i64> = got.iter().filter(|m| m.1 == 4).map(|m| m.0).collect();
+        assert_eq!(r4, [2]);
+        assert!(hub.queue_progress(sid));
+        assert_eq!(revisions(&mut rx), [(-1, 4, Vec::new())]);
+        assert!(hub.cancel(sid, 2));
+        put(&ks, &hub, "zzz");
+        assert!(revisions(&mut rx).is_empty());
+        hub.remove_stream(sid);
+        assert!(hub.lock().watchers.is_empty());
+        assert!(hub.lock().by_key.is_empty() && hub.lock().by_prefix.is_empty());
+    }
+
+    #[test]
+    fn a_full_stream_turns_its_watcher_into_a_victim_without_blocking() {
+        let ks = RwLock::new(Keyspace::new(2));
+        let hub = WatchHub::new(1);
+        let (sid, mut rx, victims) = hub.add_stream();
+        hub.register(sid, 7, spec("k", b""), 2, &ks);
+        for _ in 0..WATCH_STREAM_MSGS_MAX + 10 {
+            put(&ks, &hub, "k");
+        }
+        assert!(victims.load(Ordering::Acquire));
+        assert!(!hub.all_synced(sid));
+        assert!(!hub.queue_progress(sid), "progress waits for victims");
+        let delivered = revisions(&mut rx);
+        assert_eq!(delivered.len(), WATCH_STREAM_MSGS_MAX);
+        let last = delivered.last().unwrap().1;
+        let v = hub.victims(sid);
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            v[0].next_rev,
+            last + 1,
+            "resumes right after the last delivery"
+        );
+        // The stream catches up from history, then resyncs.
+        let Some(Registered::Synced { gap, revision }) = hub.resync(sid, 7, v[0].next_rev, &ks)
+        else {
+            panic!("resync")
+        };
+        assert_eq!(gap.len(), 10);
+        assert_eq!(revision, ks.read().unwrap().revision());
+        assert!(hub.all_synced(sid));
+        put(&ks, &hub, "k");
+        assert_eq!(revisions(&mut rx).len(), 1);
+    }
+
+    #[test]
+    fn registration_reads_the_gap_and_compaction_cancels() {
+        let ks = RwLock::new(Keyspace::new(2));
+        let hub = WatchHub::new(1);
+        let (sid, mut rx, _) = hub.add_stream();
+        for _ in 0..5 {
+            put(&ks, &hub, "k"); // 2..=6
+        }
+        ks.write()
+            .unwrap()
+            .delete_range(&DeleteRangeRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .unwrap(); // 7, applied but not yet published
+        let Registered::Synced { gap, revision } = hub.register(sid, 0, spec("k", b""), 4, &ks)
+        else {
+            panic!()
+        };
+        assert_eq!(revision, 7);
+        let revs: Vec<i64> = gap
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect();
+        assert_eq!(revs, [4, 5, 6, 7]);
+        // Publishing revision 7 now must not repeat it.
+        let evs = ks.write().unwrap().take_events();
+        hub.publish(&evs[evs.len() - 1..], 7);
+        assert!(revisions(&mut rx).is_empty());
+        ks.write()
+            .unwrap()
+            .compact(&ferrocd_proto::etcdserverpb::CompactionRequest {
+                revision: 5,
+                physical: false,
+            })
+            .unwrap();
+        assert!(matches!(
+            hub.register(sid, 1, spec("k", b""), 3, &ks),
+            Registered::Compacted(5)
+        ));
+    }
 }
