@@ -90,6 +90,12 @@ pub enum KvError {
     /// Applied index lags committed index too far (backpressure).
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// LeaseGrant with an id already in use.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// LeaseGrant with a TTL above etcd's `MaxLeaseTTL`.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
 }
 
 impl KvError {
@@ -106,6 +112,8 @@ impl KvError {
             | KvError::RequestTooLarge => GrpcCode::InvalidArgument,
             KvError::Compacted | KvError::FutureRev => GrpcCode::OutOfRange,
             KvError::LeaseNotFound => GrpcCode::NotFound,
+            KvError::LeaseExists => GrpcCode::FailedPrecondition,
+            KvError::LeaseTtlTooLarge => GrpcCode::OutOfRange,
             KvError::NoSpace | KvError::TooManyRequests => GrpcCode::ResourceExhausted,
         }
     }
@@ -123,6 +131,8 @@ impl KvError {
             KvError::Compacted => "etcdserver: mvcc: required revision has been compacted",
             KvError::FutureRev => "etcdserver: mvcc: required revision is a future revision",
             KvError::LeaseNotFound => "etcdserver: requested lease not found",
+            KvError::LeaseExists => "etcdserver: lease already exists",
+            KvError::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             KvError::RequestTooLarge => "etcdserver: request is too large",
             KvError::NoSpace => "etcdserver: mvcc: database space exceeded",
             KvError::TooManyRequests => "etcdserver: too many requests",

@@ -46,8 +46,9 @@ pub struct KeyspaceImage {
     pub compact_revision: i64,
     /// Every indexed key, in key order.
     pub keys: Vec<KeyImage>,
-    /// Known lease ids.
-    pub leases: Vec<i64>,
+    /// Leases: (id, granted TTL in seconds), by id. Attached keys follow
+    /// from the keys' latest versions.
+    pub leases: Vec<(i64, i64)>,
 }
 
 /// Why an image cannot be restored.
@@ -94,7 +95,7 @@ impl Keyspace {
             })
             .collect();
         keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let mut leases: Vec<i64> = self.lease_ids().collect();
+        let mut leases: Vec<(i64, i64)> = self.leases().map(|(id, l)| (id, l.ttl_s)).collect();
         leases.sort_unstable();
         KeyspaceImage {
             revision: self.revision(),

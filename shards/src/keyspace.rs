@@ -37,7 +37,7 @@ use ferrocd_proto::etcdserverpb::{
 };
 use ferrocd_proto::mvccpb::KeyValue;
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 /// The sharded MVCC store of one node.
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ pub struct Keyspace {
     /// Leases that exist. Lease commands arrive with the Lease service; until
     /// then the set stays empty and a put naming a lease gets etcd's
     /// `requested lease not found`.
-    leases: HashSet<i64>,
+    pub(crate) leases: HashMap<i64, crate::lease::LeaseEntry>,
     /// Watch events of writes applied since the last `take_events`.
     pub(crate) journal: Vec<ferrocd_proto::mvccpb::Event>,
 }
@@ -63,7 +63,7 @@ struct TxnPlan {
 }
 
 /// Running state of one txn's execution.
-struct TxnExec {
+pub(crate) struct TxnExec {
     /// The revision the txn's writes take.
     rev: i64,
     /// Sub-revision of the next write.
@@ -108,7 +108,7 @@ impl Keyspace {
             shards: (0..shard_count).map(|_| Shard::new()).collect(),
             router,
             sequencer: Sequencer::new(),
-            leases: HashSet::new(),
+            leases: HashMap::new(),
             journal: Vec::new(),
         }
     }
@@ -145,7 +145,7 @@ impl Keyspace {
 
     /// Known lease ids, in no particular order.
     pub fn lease_ids(&self) -> impl Iterator<Item = i64> + '_ {
-        self.leases.iter().copied()
+        self.leases.keys().copied()
     }
 
     /// An empty keyspace resumed at a recovered revision (snapshot load;
@@ -154,21 +154,50 @@ impl Keyspace {
         shard_count: u16,
         revision: i64,
         compact_revision: i64,
-        leases: Vec<i64>,
+        leases: Vec<(i64, i64)>,
     ) -> Keyspace {
         let mut ks = Keyspace::new(shard_count);
         ks.sequencer = Sequencer::resume(Revision(revision), Revision(compact_revision));
-        ks.leases = leases.into_iter().collect();
+        ks.leases = leases
+            .into_iter()
+            .map(|(id, ttl_s)| {
+                (
+                    id,
+                    crate::lease::LeaseEntry {
+                        ttl_s,
+                        keys: Default::default(),
+                    },
+                )
+            })
+            .collect();
         ks
     }
 
     pub(crate) fn restore_key(&mut self, key: Vec<u8>, index: crate::KeyIndex) {
+        if let Some(v) = index.latest().filter(|v| !v.is_tombstone() && v.lease != 0) {
+            if let Some(l) = self.leases.get_mut(&v.lease) {
+                l.keys.insert(key.clone());
+            }
+        }
         let id = self.router.shard_of(&key);
         self.shards[usize::from(id.0)].restore_key(key, index);
     }
 
     pub(crate) fn shards_for_range<'a>(&'a self, range: &KeyRange<'_>) -> &'a [Shard] {
         self.shards_for(range)
+    }
+
+    /// Starts a write at the pending revision (see [`Keyspace::end_write`]).
+    pub(crate) fn begin_write(&self) -> TxnExec {
+        TxnExec {
+            rev: self.sequencer.pending().0,
+            sub: 0,
+        }
+    }
+
+    /// Ends a write: the revision advances iff it changed something.
+    pub(crate) fn end_write(&mut self, exec: &TxnExec) {
+        self.sequencer.on_applied(exec.changed());
     }
 
     fn shards_for<'a>(&'a self, range: &KeyRange<'_>) -> &'a [Shard] {
@@ -264,7 +293,7 @@ impl Keyspace {
     /// `LeaseNotFound` for an unknown lease, then `KeyNotFound` for
     /// `ignore_value`/`ignore_lease` on a missing key.
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, KvError> {
-        if req.lease != 0 && !self.leases.contains(&req.lease) {
+        if req.lease != 0 && !self.leases.contains_key(&req.lease) {
             return Err(KvError::LeaseNotFound);
         }
         if (req.ignore_value || req.ignore_lease) && self.owner(&req.key).latest(&req.key).is_none()
@@ -300,6 +329,7 @@ impl Keyspace {
         let v = shard.put(&req.key, rev, value, lease);
         let event = crate::events::event_of(&req.key, v);
         self.journal.push(event);
+        self.reattach(&req.key, prev.as_ref().map_or(0, |p| p.lease), lease);
         PutResponse {
             header: header(rev.main),
             prev_kv: prev
@@ -327,7 +357,11 @@ impl Keyspace {
         Ok(resp)
     }
 
-    fn exec_delete(&mut self, req: &DeleteRangeRequest, exec: &mut TxnExec) -> DeleteRangeResponse {
+    pub(crate) fn exec_delete(
+        &mut self,
+        req: &DeleteRangeRequest,
+        exec: &mut TxnExec,
+    ) -> DeleteRangeResponse {
         let range = KeyRange::new(&req.key, &req.range_end);
         // The live keys, merged across shards in key order: deletes take
         // sub-revisions in key order, as etcd's do.
@@ -341,6 +375,7 @@ impl Keyspace {
             let rev = exec.next_rev();
             let deleted = self.owner_mut(&kv.key).tombstone(&kv.key, rev);
             debug_assert!(deleted);
+            self.reattach(&kv.key, kv.lease, 0);
             self.journal.push(ferrocd_proto::mvccpb::Event {
                 r#type: ferrocd_proto::mvccpb::event::EventType::Delete as i32,
                 kv: Some(KeyValue {
@@ -437,7 +472,7 @@ impl Keyspace {
                     {
                         return Err(KvError::KeyNotFound);
                     }
-                    if p.lease != 0 && !self.leases.contains(&p.lease) {
+                    if p.lease != 0 && !self.leases.contains_key(&p.lease) {
                         return Err(KvError::LeaseNotFound);
                     }
                 }

@@ -18,6 +18,7 @@ mod range_merge;
 mod shard;
 
 pub mod events;
+pub mod lease;
 pub use events::event_of;
 pub use image::{ArchivedKeyspaceImage, ImageError, KeyImage, KeyspaceImage, VersionImage};
 pub use key_index::{KeyIndex, Rev, Version};
