@@ -6,7 +6,8 @@
 
 use ferrocd_core::KvError;
 use ferrocd_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
     PutResponse, TxnRequest, TxnResponse,
 };
 use ferrocd_shards::Keyspace;
@@ -16,6 +17,8 @@ const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
 const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
+const TAG_LEASE_GRANT: u8 = 5;
+const TAG_LEASE_REVOKE: u8 = 6;
 
 /// A write request, as proposed.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +31,11 @@ pub enum Command {
     Txn(TxnRequest),
     /// etcd `Compact`.
     Compact(CompactionRequest),
+    /// etcd `LeaseGrant`, with the id chosen and the TTL raised to the
+    /// minimum by the proposer.
+    LeaseGrant(LeaseGrantRequest),
+    /// etcd `LeaseRevoke` (also proposed by the leader on expiry).
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 /// The answer of an applied command.
@@ -41,6 +49,10 @@ pub enum Applied {
     Txn(TxnResponse),
     /// Answer to [`Command::Compact`].
     Compact(CompactionResponse),
+    /// Answer to [`Command::LeaseGrant`].
+    LeaseGrant(LeaseGrantResponse),
+    /// Answer to [`Command::LeaseRevoke`].
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 /// A log entry that does not decode: the log is corrupt (we wrote it).
@@ -57,6 +69,8 @@ impl Command {
             Command::DeleteRange(r) => (TAG_DELETE_RANGE, r.encoded_len()),
             Command::Txn(r) => (TAG_TXN, r.encoded_len()),
             Command::Compact(r) => (TAG_COMPACT, r.encoded_len()),
+            Command::LeaseGrant(r) => (TAG_LEASE_GRANT, r.encoded_len()),
+            Command::LeaseRevoke(r) => (TAG_LEASE_REVOKE, r.encoded_len()),
         };
         let mut out = Vec::with_capacity(1 + len);
         out.push(tag);
@@ -65,6 +79,8 @@ impl Command {
             Command::DeleteRange(r) => r.encode_raw(&mut out),
             Command::Txn(r) => r.encode_raw(&mut out),
             Command::Compact(r) => r.encode_raw(&mut out),
+            Command::LeaseGrant(r) => r.encode_raw(&mut out),
+            Command::LeaseRevoke(r) => r.encode_raw(&mut out),
         }
         out
     }
@@ -83,6 +99,10 @@ impl Command {
             }
             TAG_TXN => Command::Txn(TxnRequest::decode(body).map_err(bad)?),
             TAG_COMPACT => Command::Compact(CompactionRequest::decode(body).map_err(bad)?),
+            TAG_LEASE_GRANT => Command::LeaseGrant(LeaseGrantRequest::decode(body).map_err(bad)?),
+            TAG_LEASE_REVOKE => {
+                Command::LeaseRevoke(LeaseRevokeRequest::decode(body).map_err(bad)?)
+            }
             t => return Err(BadEntry(format!("unknown tag {t}"))),
         })
     }
@@ -99,6 +119,8 @@ impl Command {
             Command::DeleteRange(r) => r.encoded_len(),
             Command::Txn(r) => r.encoded_len(),
             Command::Compact(r) => r.encoded_len(),
+            Command::LeaseGrant(r) => r.encoded_len(),
+            Command::LeaseRevoke(r) => r.encoded_len(),
         };
         1 + prost::encoding::encoded_len_varint(body as u64) + body + header_bytes(member_id)
     }
@@ -114,6 +136,8 @@ impl Command {
             Command::DeleteRange(r) => Applied::DeleteRange(ks.delete_range(r)?),
             Command::Txn(r) => Applied::Txn(ks.txn(r)?),
             Command::Compact(r) => Applied::Compact(ks.compact(r)?),
+            Command::LeaseGrant(r) => Applied::LeaseGrant(ks.lease_grant(r.id, r.ttl)?),
+            Command::LeaseRevoke(r) => Applied::LeaseRevoke(ks.lease_revoke(r.id)?),
         })
     }
 }
@@ -153,6 +177,8 @@ mod tests {
                 revision: 7,
                 physical: true,
             }),
+            Command::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 9 }),
+            Command::LeaseRevoke(LeaseRevokeRequest { id: 9 }),
         ];
         for c in cmds {
             assert_eq!(Command::decode(&c.encode()).unwrap(), c);

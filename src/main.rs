@@ -8,6 +8,7 @@ mod command;
 mod config;
 mod doorbell;
 mod edge;
+mod lessor;
 mod raft_node;
 mod recovery;
 mod server;

@@ -251,7 +251,49 @@ impl<I: WalIo> RaftNode<I> {
         }
         self.next_tick = now + Duration::from_millis(self.cfg.heartbeat_interval_ms);
         self.node.tick();
+        self.expire_leases(now);
         true
+    }
+
+    /// The leader proposes the revocation of expired leases (rate-limited);
+    /// followers never expire leases from their own clocks.
+    fn expire_leases(&mut self, now: Instant) {
+        if self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        for id in self
+            .shared
+            .lessor
+            .take_expired(now, crate::lessor::LEASE_REVOKES_PER_TICK_MAX)
+        {
+            let command =
+                Command::LeaseRevoke(ferrocd_proto::etcdserverpb::LeaseRevokeRequest { id });
+            let data = command.encode();
+            // Nobody waits for the answer.
+            let (reply, _) = oneshot::channel();
+            self.propose(Proposal {
+                command,
+                data,
+                reply,
+            });
+        }
+    }
+
+    /// Keeps lease deadlines in step with applied grants and revokes.
+    fn note_leases(
+        &self,
+        command: &Command,
+        result: &Result<crate::command::Applied, ferrocd_core::KvError>,
+    ) {
+        match (command, result) {
+            (Command::LeaseGrant(g), Ok(_)) => {
+                self.shared.lessor.on_granted(g.id, g.ttl, Instant::now());
+            }
+            (Command::LeaseRevoke(r), Ok(_) | Err(ferrocd_core::KvError::LeaseNotFound)) => {
+                self.shared.lessor.on_revoked(r.id);
+            }
+            _ => {}
+        }
     }
 
     fn reap_wal(&mut self) -> Result<bool, Fatal> {
@@ -384,8 +426,9 @@ impl<I: WalIo> RaftNode<I> {
                 }
                 match waiter {
                     Some(w) if w.term == e.term => {
-                        let r = w.command.apply(&mut ks).map_err(ProposeError::Kv);
-                        replies.push((w.reply, r));
+                        let r = w.command.apply(&mut ks);
+                        self.note_leases(&w.command, &r);
+                        replies.push((w.reply, r.map_err(ProposeError::Kv)));
                     }
                     other => {
                         if let Some(w) = other {
@@ -393,7 +436,8 @@ impl<I: WalIo> RaftNode<I> {
                         }
                         match Command::decode(&e.data) {
                             Ok(c) => {
-                                let _ = c.apply(&mut ks);
+                                let r = c.apply(&mut ks);
+                                self.note_leases(&c, &r);
                             }
                             Err(err) => return Err(Fatal::new("corrupt committed entry", &err)),
                         }
@@ -557,6 +601,9 @@ mod tests {
     fn shared() -> Arc<Shared> {
         Arc::new(Shared {
             watch: crate::watch_hub::WatchHub::new(1),
+            lessor: crate::lessor::Lessor::default(),
+            lease_ttl_min_s: 2,
+            lease_id_seq: std::sync::atomic::AtomicU64::new(0),
             keyspace: RwLock::new(Keyspace::new(2)),
             proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
             doorbell: Doorbell::new().unwrap(),

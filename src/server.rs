@@ -166,8 +166,18 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
         .collect::<Result<_, ServerError>>()?;
 
     let watch = crate::watch_hub::WatchHub::new(keyspace.revision());
+    let lessor = crate::lessor::Lessor::default();
+    let now = std::time::Instant::now();
+    for (id, lease) in keyspace.leases() {
+        lessor.on_granted(id, lease.ttl_s, now);
+    }
+    // etcd: minTTL = (3 * electionTicks / 2) heartbeats, rounded up to s.
+    let lease_ttl_min_ms = (3 * cfg.election_ticks() / 2) * cfg.heartbeat_interval_ms;
     let shared = Arc::new(Shared {
         watch,
+        lessor,
+        lease_ttl_min_s: i64::try_from(lease_ttl_min_ms.div_ceil(1000)).unwrap_or(i64::MAX),
+        lease_id_seq: std::sync::atomic::AtomicU64::new(0),
         keyspace: RwLock::new(keyspace),
         proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
         doorbell: Doorbell::new().map_err(io_err("eventfd"))?,

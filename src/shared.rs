@@ -89,6 +89,12 @@ pub struct Shared {
     pub doorbell: Doorbell,
     /// Every watcher; the Raft thread publishes applied events to it.
     pub watch: crate::watch_hub::WatchHub,
+    /// Lease deadlines (keep-alives renew, the Raft thread expires).
+    pub lessor: crate::lessor::Lessor,
+    /// etcd's minimum lease TTL: ceil(1.5 x election timeout), seconds.
+    pub lease_ttl_min_s: i64,
+    /// Counter for server-chosen lease ids.
+    pub lease_id_seq: std::sync::atomic::AtomicU64,
     /// Member and cluster ids, URLs.
     pub identity: Identity,
     /// Raft progress.

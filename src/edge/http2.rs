@@ -3,11 +3,12 @@
 //! services (unknown services answer `Unimplemented`, as grpc-go does).
 
 use super::txn_nesting::{scan, Nesting, TXN_NESTING_MAX};
-use super::{cluster, health, kv, kv_status, maintenance, watch, SharedRef};
+use super::{cluster, health, kv, kv_status, lease, maintenance, watch, SharedRef};
 use bytes::BytesMut;
 use ferrocd_core::KvError;
 use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrocd_proto::etcdserverpb::kv_server::KvServer;
+use ferrocd_proto::etcdserverpb::lease_server::LeaseServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
 use ferrocd_proto::grpc::health::v1::health_server::HealthServer;
@@ -98,6 +99,7 @@ pub struct GrpcRouter {
     cluster: ClusterServer<cluster::ClusterService>,
     health: HealthServer<health::HealthService>,
     watch: WatchServer<watch::WatchService>,
+    lease: LeaseServer<lease::LeaseService>,
     decode_bytes_max: usize,
     txn_nesting_cap: usize,
 }
@@ -119,6 +121,8 @@ impl GrpcRouter {
                 .max_decoding_message_size(decode_bytes_max),
             health: HealthServer::new(health::HealthService::new(shared.clone())),
             watch: WatchServer::new(watch::WatchService::new(shared.clone()))
+                .max_decoding_message_size(decode_bytes_max),
+            lease: LeaseServer::new(lease::LeaseService::new(shared.clone()))
                 .max_decoding_message_size(decode_bytes_max),
             decode_bytes_max,
             txn_nesting_cap: shared.max_txn_ops.saturating_add(1).min(TXN_NESTING_MAX),
@@ -142,6 +146,10 @@ impl GrpcRouter {
             }
             "etcdserverpb.Cluster" => {
                 let mut s = self.cluster.clone();
+                s.call(req).await.unwrap_or_else(|never| match never {})
+            }
+            "etcdserverpb.Lease" => {
+                let mut s = self.lease.clone();
                 s.call(req).await.unwrap_or_else(|never| match never {})
             }
             "etcdserverpb.Watch" => {

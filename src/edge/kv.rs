@@ -1,9 +1,8 @@
 //! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
 
-use super::{fill_header, kv_status, propose_status, SharedRef};
+use super::{fill_header, kv_status, propose, SharedRef};
 use crate::command::{Applied, Command};
-use crate::shared::Proposal;
-use ferrocd_core::{validate, KvError};
+use ferrocd_core::validate;
 use ferrocd_proto::etcdserverpb::kv_server::Kv;
 use ferrocd_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -11,7 +10,6 @@ use ferrocd_proto::etcdserverpb::{
 };
 use ferrocd_proto::tonic::{self, Request, Response, Status};
 use ferrocd_shards::Keyspace;
-use tokio::sync::oneshot;
 
 /// The KV service of one core (cheap to clone: shares everything).
 #[derive(Clone)]
@@ -24,30 +22,6 @@ impl KvService {
     #[must_use]
     pub fn new(shared: SharedRef) -> KvService {
         KvService { shared }
-    }
-
-    /// Sends a write through the log and waits until it is durable and
-    /// applied.
-    async fn propose(&self, command: Command) -> Result<Applied, Status> {
-        if command.raft_request_bytes(self.shared.identity.member_id)
-            > self.shared.max_request_bytes
-        {
-            return Err(kv_status(KvError::RequestTooLarge));
-        }
-        let data = command.encode();
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .submit(Proposal {
-                command,
-                data,
-                reply,
-            })
-            .map_err(propose_status)?;
-        match rx.await {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(e)) => Err(propose_status(e)),
-            Err(_) => Err(propose_status(crate::shared::ProposeError::Stopped)),
-        }
     }
 }
 
@@ -81,7 +55,7 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
         validate::check_put(&req).map_err(kv_status)?;
-        match self.propose(Command::Put(req)).await? {
+        match propose(&self.shared, Command::Put(req)).await? {
             Applied::Put(mut resp) => {
                 fill_header(&self.shared, &mut resp.header);
                 Ok(Response::new(resp))
@@ -96,7 +70,7 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = request.into_inner();
         validate::check_delete_range(&req).map_err(kv_status)?;
-        match self.propose(Command::DeleteRange(req)).await? {
+        match propose(&self.shared, Command::DeleteRange(req)).await? {
             Applied::DeleteRange(mut resp) => {
                 fill_header(&self.shared, &mut resp.header);
                 Ok(Response::new(resp))
@@ -121,7 +95,7 @@ impl Kv for KvService {
             fill_header(&self.shared, &mut resp.header);
             return Ok(Response::new(resp));
         }
-        match self.propose(Command::Txn(req)).await? {
+        match propose(&self.shared, Command::Txn(req)).await? {
             Applied::Txn(mut resp) => {
                 fill_header(&self.shared, &mut resp.header);
                 Ok(Response::new(resp))
@@ -135,7 +109,7 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let req = request.into_inner();
-        match self.propose(Command::Compact(req)).await? {
+        match propose(&self.shared, Command::Compact(req)).await? {
             Applied::Compact(mut resp) => {
                 fill_header(&self.shared, &mut resp.header);
                 Ok(Response::new(resp))

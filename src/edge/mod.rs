@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod health;
 pub mod http2;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod txn_nesting;
 pub mod watch;
@@ -62,3 +63,45 @@ pub fn current_header(shared: &Shared) -> Option<ResponseHeader> {
 
 /// The shared state handed to every service.
 pub type SharedRef = Arc<Shared>;
+
+/// Sends a write through the log and waits until it is durable and
+/// applied.
+///
+/// # Errors
+/// `request is too large`, a full proposal queue, shutdown, or the
+/// command's own error.
+pub async fn propose(
+    shared: &Shared,
+    command: crate::command::Command,
+) -> Result<crate::command::Applied, Status> {
+    if command.raft_request_bytes(shared.identity.member_id) > shared.max_request_bytes {
+        return Err(kv_status(KvError::RequestTooLarge));
+    }
+    let data = command.encode();
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    shared
+        .submit(crate::shared::Proposal {
+            command,
+            data,
+            reply,
+        })
+        .map_err(propose_status)?;
+    match rx.await {
+        Ok(Ok(applied)) => Ok(applied),
+        Ok(Err(e)) => Err(propose_status(e)),
+        Err(_) => Err(propose_status(ProposeError::Stopped)),
+    }
+}
+
+/// The response half of a streaming RPC, fed by a bounded channel.
+pub struct ChannelStream<T>(pub tokio::sync::mpsc::Receiver<Result<T, Status>>);
+
+impl<T> futures_lite::Stream for ChannelStream<T> {
+    type Item = Result<T, Status>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
