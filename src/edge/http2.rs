@@ -3,7 +3,7 @@
 //! services (unknown services answer `Unimplemented`, as grpc-go does).
 
 use super::txn_nesting::{scan, Nesting, TXN_NESTING_MAX};
-use super::{cluster, health, kv, kv_status, lease, maintenance, watch, SharedRef};
+use super::{cluster, election, health, kv, kv_status, lease, lock, maintenance, watch, SharedRef};
 use bytes::BytesMut;
 use ferrocd_core::KvError;
 use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -15,6 +15,8 @@ use ferrocd_proto::grpc::health::v1::health_server::HealthServer;
 use ferrocd_proto::tonic::body::Body as TonicBody;
 use ferrocd_proto::tonic::codegen::Service as _;
 use ferrocd_proto::tonic::Status;
+use ferrocd_proto::v3electionpb::election_server::ElectionServer;
+use ferrocd_proto::v3lockpb::lock_server::LockServer;
 use futures_lite::{AsyncRead, AsyncWrite};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -100,6 +102,8 @@ pub struct GrpcRouter {
     health: HealthServer<health::HealthService>,
     watch: WatchServer<watch::WatchService>,
     lease: LeaseServer<lease::LeaseService>,
+    lock: LockServer<lock::LockService>,
+    election: ElectionServer<election::ElectionService>,
     decode_bytes_max: usize,
     txn_nesting_cap: usize,
 }
@@ -124,6 +128,10 @@ impl GrpcRouter {
                 .max_decoding_message_size(decode_bytes_max),
             lease: LeaseServer::new(lease::LeaseService::new(shared.clone()))
                 .max_decoding_message_size(decode_bytes_max),
+            lock: LockServer::new(lock::LockService::new(shared.clone()))
+                .max_decoding_message_size(decode_bytes_max),
+            election: ElectionServer::new(election::ElectionService::new(shared.clone()))
+                .max_decoding_message_size(decode_bytes_max),
             decode_bytes_max,
             txn_nesting_cap: shared.max_txn_ops.saturating_add(1).min(TXN_NESTING_MAX),
         }
@@ -146,6 +154,14 @@ impl GrpcRouter {
             }
             "etcdserverpb.Cluster" => {
                 let mut s = self.cluster.clone();
+                s.call(req).await.unwrap_or_else(|never| match never {})
+            }
+            "v3lockpb.Lock" => {
+                let mut s = self.lock.clone();
+                s.call(req).await.unwrap_or_else(|never| match never {})
+            }
+            "v3electionpb.Election" => {
+                let mut s = self.election.clone();
                 s.call(req).await.unwrap_or_else(|never| match never {})
             }
             "etcdserverpb.Lease" => {

@@ -7,10 +7,13 @@
 //! their entry is durable and applied.
 
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod health;
 pub mod http2;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod txn_nesting;
 pub mod watch;
