@@ -71,8 +71,8 @@ const KEY_SPACE_MAX: usize = 100_000_000;
 const VAL_SIZE_MAX_BYTES: usize = 1 << 20;
 const THREADS_MAX: usize = 64;
 const STALL_SECS_DEFAULT: u64 = 10;
-const LATENCY_MAX_US: u64 = 60_000_000;
-const LATENCY_SIGFIG: u8 = 3;
+pub(crate) const LATENCY_MAX_US: u64 = 60_000_000;
+pub(crate) const LATENCY_SIGFIG: u8 = 3;
 /// How often the watchdog looks at progress when no client has finished.
 const WATCHDOG_TICK_MS: u64 = 200;
 const CONNECT_TIMEOUT_SECS: u64 = 5;
@@ -173,14 +173,14 @@ impl Config {
     }
 }
 
-fn in_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<(), String> {
+pub(crate) fn in_range(name: &str, v: usize, lo: usize, hi: usize) -> Result<(), String> {
     if v < lo || v > hi {
         return Err(format!("{name} must be {lo}..={hi}"));
     }
     Ok(())
 }
 
-fn endpoint_uri(e: &str) -> Result<String, String> {
+pub(crate) fn endpoint_uri(e: &str) -> Result<String, String> {
     if e.starts_with("https://") {
         return Err(format!("{e}: TLS is not supported"));
     }
@@ -246,13 +246,7 @@ impl Stats {
                 self.hist.saturating_record(us.max(1));
             }
             Outcome::Wrong => *self.errors.entry("wrong-answer".into()).or_default() += 1,
-            Outcome::Failed(s) => {
-                let mut kind = format!("{:?}: {}", s.code(), s.message());
-                if let Some((i, _)) = kind.char_indices().nth(ERROR_KIND_MAX_CHARS) {
-                    kind.truncate(i);
-                }
-                *self.errors.entry(kind).or_default() += 1;
-            }
+            Outcome::Failed(s) => *self.errors.entry(status_kind(&s)).or_default() += 1,
         }
     }
 }
@@ -469,6 +463,16 @@ async fn run_phase(
     })
 }
 
+/// A gRPC status as an error kind: code and message, cut to
+/// [`ERROR_KIND_MAX_CHARS`].
+pub(crate) fn status_kind(s: &tonic::Status) -> String {
+    let mut kind = format!("{:?}: {}", s.code(), s.message());
+    if let Some((i, _)) = kind.char_indices().nth(ERROR_KIND_MAX_CHARS) {
+        kind.truncate(i);
+    }
+    kind
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -484,16 +488,20 @@ async fn connect(cfg: &Config) -> Result<Vec<KvClient<Channel>>, String> {
     let mut kvs = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
         let uri = &cfg.endpoints[i % cfg.endpoints.len()];
-        let channel = Endpoint::from_shared(uri.clone())
-            .map_err(|e| format!("{uri}: {}", error_chain(&e)))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(CONNECT_TIMEOUT_SECS))
-            .connect()
-            .await
-            .map_err(|e| format!("connect {uri}: {}", error_chain(&e)))?;
-        kvs.push(KvClient::new(channel));
+        kvs.push(KvClient::new(connect_channel(uri).await?));
     }
     Ok(kvs)
+}
+
+/// One HTTP/2 connection (no TLS, TCP_NODELAY).
+pub(crate) async fn connect_channel(uri: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(uri.to_string())
+        .map_err(|e| format!("{uri}: {}", error_chain(&e)))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(CONNECT_TIMEOUT_SECS))
+        .connect()
+        .await
+        .map_err(|e| format!("connect {uri}: {}", error_chain(&e)))
 }
 
 fn make_keys(cfg: &Config) -> Vec<Vec<u8>> {
@@ -547,7 +555,7 @@ async fn run(cfg: &Config) -> Result<Report, String> {
     Ok(Report { populate, phase })
 }
 
-fn self_cpu() -> Duration {
+pub(crate) fn self_cpu() -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we pass.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -559,7 +567,7 @@ fn self_cpu() -> Duration {
 }
 
 /// utime + stime of process `pid` (all its threads) from /proc/PID/stat.
-fn proc_cpu(pid: i32) -> Result<Duration, String> {
+pub(crate) fn proc_cpu(pid: i32) -> Result<Duration, String> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     // Fields after the command name (which may hold spaces and parens):
@@ -579,12 +587,12 @@ fn proc_cpu(pid: i32) -> Result<Duration, String> {
 }
 
 /// Busy and steal time of all CPUs together, from /proc/stat.
-struct MachineCpu {
-    busy: Duration,
-    steal: Duration,
+pub(crate) struct MachineCpu {
+    pub(crate) busy: Duration,
+    pub(crate) steal: Duration,
 }
 
-fn machine_cpu() -> Result<MachineCpu, String> {
+pub(crate) fn machine_cpu() -> Result<MachineCpu, String> {
     let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
     // cpu  user nice system idle iowait irq softirq steal guest guest_nice
     let line = stat.lines().next().unwrap_or("");
@@ -603,7 +611,7 @@ fn machine_cpu() -> Result<MachineCpu, String> {
     })
 }
 
-fn ticks(n: u64) -> Result<Duration, String> {
+pub(crate) fn ticks(n: u64) -> Result<Duration, String> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz <= 0 {
@@ -612,7 +620,7 @@ fn ticks(n: u64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(n as f64 / hz as f64))
 }
 
-fn per_req_us(cpu: Duration, reqs: u64) -> f64 {
+pub(crate) fn per_req_us(cpu: Duration, reqs: u64) -> f64 {
     if reqs == 0 {
         0.0
     } else {
@@ -620,7 +628,7 @@ fn per_req_us(cpu: Duration, reqs: u64) -> f64 {
     }
 }
 
-fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -3,12 +3,16 @@
 //! - `put`, `range`: a load generator against any etcd v3 endpoint (ferrocd
 //!   or etcd), modelled on etcd's `benchmark` tool (see `load.rs`);
 //!   `perf/compare.sh` runs it against both side by side.
+//! - `watch`: put-to-event latency, missing/duplicate events and the
+//!   server's memory per watcher (see `watch.rs`); `perf/compare-watch.sh`
+//!   runs it against both.
 //! - `fsync-floor`: times pwrite + fdatasync of one block into a
 //!   preallocated file (the cost every acknowledged write pays at least
 //!   once).
 
 mod args;
 mod load;
+mod watch;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -24,14 +28,15 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("");
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{}\n{USAGE_FSYNC}", load::USAGE);
+        println!("{}\n{}\n{USAGE_FSYNC}", load::USAGE, watch::USAGE);
         return;
     }
     let result = match cmd {
         "fsync-floor" => fsync_floor(&args[1..]),
         "put" | "range" => load::main(cmd, &args[1..]),
+        "watch" => watch::main(&args[1..]),
         _ => {
-            eprintln!("{}\n{USAGE_FSYNC}", load::USAGE);
+            eprintln!("{}\n{}\n{USAGE_FSYNC}", load::USAGE, watch::USAGE);
             std::process::exit(2);
         }
     };

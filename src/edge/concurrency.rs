@@ -252,17 +252,22 @@ impl HubWatch {
             if !self.pending.is_empty() {
                 return Ok(std::mem::take(&mut self.pending));
             }
-            if let Ok(StreamMsg::Events { events, .. }) = self.rx.try_recv() {
-                return Ok(events);
-            }
             if self.victims.swap(false, Ordering::AcqRel) {
-                for v in self.shared.watch.victims(self.sid) {
+                // List the victim first, then take what is queued (all of
+                // it predates the fall), then replay: order is kept.
+                let victims = self.shared.watch.victims(self.sid);
+                for _ in 0..self.rx.len() {
+                    if let Ok(StreamMsg::Events { events, .. }) = self.rx.try_recv() {
+                        self.pending.extend(events);
+                    }
+                }
+                for v in victims {
                     match self
                         .shared
                         .watch
                         .resync(self.sid, 0, v.next_rev, &self.shared.keyspace)
                     {
-                        Some(Registered::Synced { gap, .. }) => self.pending = gap,
+                        Some(Registered::Synced { gap, .. }) => self.pending.extend(gap),
                         Some(Registered::Compacted(_)) | None => {
                             return Err(kv_status(ferrocd_core::KvError::Compacted));
                         }

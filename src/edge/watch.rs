@@ -168,7 +168,9 @@ impl StreamTask {
             if step.is_err() {
                 return;
             }
-            if victims.swap(false, Ordering::AcqRel) && self.catch_up_victims().await.is_err() {
+            if victims.swap(false, Ordering::AcqRel)
+                && self.catch_up_victims(&mut msgs).await.is_err()
+            {
                 return;
             }
             if self.progress_pending && self.shared.watch.queue_progress(self.sid) {
@@ -474,8 +476,19 @@ impl StreamTask {
         Ok(())
     }
 
-    async fn catch_up_victims(&mut self) -> Result<(), Gone> {
-        for v in self.shared.watch.victims(self.sid) {
+    /// Replays fallen-behind watchers from history. The victims are listed
+    /// first, then everything already queued is sent: a victim's queued
+    /// messages all predate its fall (the hub queues nothing for it after),
+    /// so they go out before its replay and order is kept.
+    async fn catch_up_victims(&mut self, msgs: &mut mpsc::Receiver<StreamMsg>) -> Result<(), Gone> {
+        let victims = self.shared.watch.victims(self.sid);
+        for _ in 0..msgs.len() {
+            match msgs.try_recv() {
+                Ok(m) => self.on_msg(m).await?,
+                Err(_) => break,
+            }
+        }
+        for v in victims {
             if self.watches.contains_key(&v.watch_id) {
                 self.replay_then_register(v.watch_id, v.spec, v.next_rev, true)
                     .await?;
