@@ -53,6 +53,38 @@ impl Lessor {
         );
     }
 
+    /// The member became leader: every lease gets its full TTL plus
+    /// `extend` (etcd's `Promote` adds the election timeout) from `now`.
+    pub fn promote(
+        &self,
+        leases: impl IntoIterator<Item = (i64, i64)>,
+        extend: Duration,
+        now: Instant,
+    ) {
+        let mut map = self.lock();
+        map.clear();
+        for (id, ttl_s) in leases {
+            let ttl = Duration::from_secs(u64::try_from(ttl_s).unwrap_or(0));
+            let expires = now
+                .checked_add(ttl + extend)
+                .unwrap_or(now + Duration::from_secs(1 << 40));
+            map.insert(
+                id,
+                Deadline {
+                    ttl,
+                    expires,
+                    revoking: None,
+                },
+            );
+        }
+    }
+
+    /// Deadline order key for listing (earliest expiry first, as etcd's
+    /// `Leases`); unknown leases sort last.
+    pub fn expiry_of(&self, id: i64) -> Option<Instant> {
+        self.lock().get(&id).map(|d| d.expires)
+    }
+
     /// A lease was revoked.
     pub fn on_revoked(&self, id: i64) {
         self.lock().remove(&id);

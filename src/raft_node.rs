@@ -461,6 +461,23 @@ impl<I: WalIo> RaftNode<I> {
         }
         if !self.announced && last.term == self.node.raft.term {
             self.announced = true;
+            // Leader now: etcd's Promote gives every lease its full TTL plus
+            // the election timeout, counted from here (after replay).
+            let leases: Vec<(i64, i64)> = self
+                .shared
+                .keyspace
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .leases()
+                .map(|(id, l)| (id, l.ttl_s))
+                .collect();
+            self.shared.lessor.promote(
+                leases,
+                Duration::from_millis(
+                    self.cfg.heartbeat_interval_ms * self.cfg.election_ticks as u64,
+                ),
+                Instant::now(),
+            );
             if let Some(tx) = self.on_ready.take() {
                 let _ = tx.send(());
             }

@@ -185,7 +185,15 @@ impl Lease for LeaseService {
             .lease_ids()
             .map(|id| LeaseStatus { id })
             .collect();
-        leases.sort_unstable_by_key(|l| l.id);
+        // etcd lists leases by expiry, earliest first.
+        let lessor = &self.shared.lessor;
+        leases.sort_by_key(|l| {
+            (
+                lessor.expiry_of(l.id).is_none(),
+                lessor.expiry_of(l.id),
+                l.id,
+            )
+        });
         Ok(Response::new(LeaseLeasesResponse { header, leases }))
     }
 }
