@@ -23,8 +23,12 @@
 //! everything above C.
 //!
 //! ```text
-//! compact 4 -> [b@4, tomb@5, c@7]     compact 5 -> [c@7]
+//! compact 4 -> [b@4, tomb@5, c@7]     compact 5 -> [tomb@5, c@7]
 //! compact 6 -> [c@7]                  compact 7 -> [c@7]
+//!
+//! (A tombstone exactly at the compaction point is kept: reads cannot tell,
+//! and a watch that starts at the compaction point must still see that
+//! delete.)
 //! ```
 //!
 //! A key whose versions all compact away is removed from its shard.
@@ -135,8 +139,11 @@ impl KeyIndex {
     pub fn compact(&mut self, at: i64) -> bool {
         let n = self.versions.partition_point(|v| v.rev.main <= at);
         if n > 0 {
-            // Keep the newest version <= at unless it is a tombstone.
-            let keep_from = if self.versions[n - 1].is_tombstone() {
+            // Keep the newest version <= at unless it is a tombstone below
+            // `at`: a tombstone exactly at `at` stays, so a watch starting
+            // at the compaction point still sees that delete (etcd #18089).
+            let newest = &self.versions[n - 1];
+            let keep_from = if newest.is_tombstone() && newest.rev.main < at {
                 n
             } else {
                 n - 1
@@ -234,6 +241,8 @@ mod tests {
         k.compact(4);
         assert_eq!(k.versions().len(), 3);
         k.compact(5);
+        assert_eq!(k.versions().len(), 2, "tomb@5 stays at compaction point 5");
+        k.compact(6);
         assert_eq!(k.versions().len(), 1);
     }
 
@@ -244,6 +253,9 @@ mod tests {
         assert!(k.tombstone(r(3)));
         assert!(!k.tombstone(r(4)), "a dead key cannot be deleted again");
         assert!(!k.compact(2));
-        assert!(k.compact(3));
+        assert!(!k.compact(3), "the tombstone at the compaction point stays");
+        assert_eq!(k.versions().len(), 1);
+        assert!(k.get(3).is_none());
+        assert!(k.compact(4));
     }
 }

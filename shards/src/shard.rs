@@ -226,6 +226,12 @@ mod tests {
         s.put(b"b", rev(3), Bytes::from_static(b"2"), 0);
         s.tombstone(b"a", rev(4));
         s.compact(4);
+        assert_eq!(
+            s.indexed_keys(),
+            2,
+            "a tombstone at the compaction point stays"
+        );
+        s.compact(5);
         assert_eq!(s.indexed_keys(), 1);
         assert!(s.get(b"b", 4).is_some());
     }
