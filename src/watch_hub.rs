@@ -255,7 +255,7 @@ impl WatchHub {
         keyspace: &RwLock<Keyspace>,
     ) -> Registered {
         let mut inner = self.lock();
-        let (gap, revision) = match Self::read_gap(&spec, next_rev, keyspace) {
+        let (gap, revision) = match Self::read_gap(&spec, next_rev, keyspace, self.published()) {
             Ok(g) => g,
             Err(compacted) => {
                 Self::unindex(&mut inner, stream, watch_id);
@@ -283,15 +283,20 @@ impl WatchHub {
         Registered::Synced { gap, revision }
     }
 
+    /// History from `next_rev` up to the last *published* revision (not the
+    /// applied one: events applied but not yet published reach the watcher
+    /// through publish, and nothing sent on a stream may run ahead of the
+    /// bookmark a progress request would give).
     fn read_gap(
         spec: &WatchSpec,
         next_rev: i64,
         keyspace: &RwLock<Keyspace>,
+        published: i64,
     ) -> Result<(Vec<Event>, i64), i64> {
         let ks = keyspace
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let revision = ks.revision();
+        let revision = ks.revision().min(published);
         let compacted = ks.compact_revision();
         if next_rev < compacted {
             return Err(compacted);
@@ -461,7 +466,7 @@ impl WatchHub {
     ) -> Option<Registered> {
         let mut inner = self.lock();
         let spec = inner.watchers.get(&(stream, watch_id))?.spec.clone();
-        match Self::read_gap(&spec, next_rev, keyspace) {
+        match Self::read_gap(&spec, next_rev, keyspace, self.published()) {
             Err(compacted) => {
                 Self::unindex(&mut inner, stream, watch_id);
                 Some(Registered::Compacted(compacted))

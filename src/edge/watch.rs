@@ -40,6 +40,8 @@ pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The error a create with a watch id already in use gets.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// The error a create whose range end is not after its key gets.
+const EMPTY_WATCH_RANGE: &str = "mvcc: watcher range is empty";
 
 /// The Watch service.
 #[derive(Clone)]
@@ -95,6 +97,9 @@ impl Watch for WatchService {
 }
 
 struct WatchOpts {
+    /// Canceled by the server (compaction): gets nothing more, but keeps
+    /// its id until the client cancels it, as etcd does.
+    dead: bool,
     spec: WatchSpec,
     prev_kv: bool,
     fragment: bool,
@@ -146,7 +151,29 @@ impl StreamTask {
                 or(msg, tick).await
             };
             let step = match input {
-                Input::Request(Ok(Some(r))) => self.on_request(r).await,
+                Input::Request(Ok(Some(r))) => {
+                    // What was queued before this request goes out first
+                    // (a progress answer must not trail a later create's
+                    // replay).
+                    let mut step = Ok(());
+                    if matches!(r.request_union, Some(RequestUnion::CreateRequest(_))) {
+                        for _ in 0..msgs.len() {
+                            match msgs.try_recv() {
+                                Ok(m) => {
+                                    step = self.on_msg(m).await;
+                                    if step.is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    match step {
+                        Ok(()) => self.on_request(r).await,
+                        Err(g) => Err(g),
+                    }
+                }
                 Input::Request(Ok(None)) => {
                     // Half-closed by the client: keep sending, as etcd does.
                     requests_open = false;
@@ -227,20 +254,30 @@ impl StreamTask {
         }
     }
 
+    /// A create refused before it gets an id (`watch_id` -1).
+    async fn refuse(&self, reason: &str) -> Result<(), Gone> {
+        let header = self.header(self.current_revision());
+        self.send(WatchResponse {
+            header,
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
     async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Gone> {
+        let key = if c.key.is_empty() { vec![0] } else { c.key };
+        // etcd: a range end not after the key is an empty range ("\0", the
+        // from-key marker, is not a range end here).
+        if !c.range_end.is_empty() && c.range_end != [0] && key >= c.range_end {
+            return self.refuse(EMPTY_WATCH_RANGE).await;
+        }
         let id = if c.watch_id != 0 {
             if self.watches.contains_key(&c.watch_id) {
-                let header = self.header(self.current_revision());
-                return self
-                    .send(WatchResponse {
-                        header,
-                        watch_id: -1,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: DUPLICATE_WATCH_ID.into(),
-                        ..Default::default()
-                    })
-                    .await;
+                return self.refuse(DUPLICATE_WATCH_ID).await;
             }
             c.watch_id
         } else {
@@ -250,7 +287,6 @@ impl StreamTask {
             self.next_auto_id += 1;
             self.next_auto_id - 1
         };
-        let key = if c.key.is_empty() { vec![0] } else { c.key };
         let spec = WatchSpec {
             range: WatchRange {
                 key,
@@ -275,12 +311,10 @@ impl StreamTask {
             ..Default::default()
         })
         .await?;
-        if c.start_revision != 0 && c.start_revision < compacted {
-            return self.send_compacted(id, compacted).await;
-        }
         self.watches.insert(
             id,
             WatchOpts {
+                dead: false,
                 spec: spec.clone(),
                 prev_kv: c.prev_kv,
                 fragment: c.fragment,
@@ -288,11 +322,13 @@ impl StreamTask {
                 last_sent: Instant::now(),
             },
         );
-        let from = if c.start_revision == 0 {
-            current + 1
-        } else {
-            c.start_revision
-        };
+        // etcd 3.4 treats a negative start like 0 (from now).
+        let start = c.start_revision.max(0);
+        if start != 0 && start < compacted {
+            self.kill(id);
+            return self.send_compacted(id, compacted).await;
+        }
+        let from = if start == 0 { current + 1 } else { start };
         self.replay_then_register(id, spec, from, false).await
     }
 
@@ -311,7 +347,8 @@ impl StreamTask {
                 .keyspace
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let r = ks.revision();
+            // Never past the published revision (see `WatchHub::read_gap`).
+            let r = ks.revision().min(self.shared.watch.published());
             let range = ferrocd_core::KeyRange::new(&spec.range.key, &spec.range.range_end);
             let evs = if from <= r && from >= ks.compact_revision() {
                 ks.history(&range, from, r)
@@ -321,8 +358,7 @@ impl StreamTask {
             (evs, r, ks.compact_revision())
         };
         if from < compacted {
-            self.watches.remove(&id);
-            self.shared.watch.cancel(self.sid, id);
+            self.kill(id);
             return self.send_compacted(id, compacted).await;
         }
         let next = if from <= upto {
@@ -342,10 +378,17 @@ impl StreamTask {
                 self.send_history(id, gap, revision).await
             }
             Some(Registered::Compacted(c)) => {
-                self.watches.remove(&id);
+                self.kill(id);
                 self.send_compacted(id, c).await
             }
             None => Ok(()),
+        }
+    }
+
+    fn kill(&mut self, id: i64) {
+        self.shared.watch.cancel(self.sid, id);
+        if let Some(w) = self.watches.get_mut(&id) {
+            w.dead = true;
         }
     }
 
@@ -422,7 +465,7 @@ impl StreamTask {
         mut events: Vec<Event>,
         revision: i64,
     ) -> Result<(), Gone> {
-        let Some(opts) = self.watches.get_mut(&id) else {
+        let Some(opts) = self.watches.get_mut(&id).filter(|w| !w.dead) else {
             return Ok(()); // canceled meanwhile
         };
         if events.is_empty() {
@@ -440,38 +483,50 @@ impl StreamTask {
             events,
             ..Default::default()
         };
-        let max = self.shared.max_request_bytes;
-        if !fragment || resp.events.len() < 2 || resp.encoded_len() <= max {
+        // etcd's sendFragments: the limit is the gRPC one
+        // (--max-request-bytes + 512 KiB); a response at or above it with at
+        // least two events is split, each fragment filled while it stays
+        // below the limit (a single oversized event goes alone).
+        let max = self
+            .shared
+            .max_request_bytes
+            .saturating_add(ferrocd_core::validate::GRPC_OVERHEAD_BYTES);
+        if !fragment || resp.events.len() < 2 || resp.encoded_len() < max {
             return self.send(resp).await;
         }
         let WatchResponse { header, events, .. } = resp;
-        let mut chunk: Vec<Event> = Vec::new();
-        let mut bytes = 0;
-        let n = events.len();
-        for (i, e) in events.into_iter().enumerate() {
-            let len = e.encoded_len() + 4;
-            if !chunk.is_empty() && bytes + len > max {
-                self.send(WatchResponse {
-                    header,
-                    watch_id: id,
-                    events: std::mem::take(&mut chunk),
-                    fragment: true,
-                    ..Default::default()
-                })
-                .await?;
-                bytes = 0;
+        let base = WatchResponse {
+            header,
+            watch_id: id,
+            fragment: true,
+            ..Default::default()
+        }
+        .encoded_len();
+        let event_bytes = |e: &Event| {
+            let n = e.encoded_len();
+            1 + prost::encoding::encoded_len_varint(n as u64) + n
+        };
+        let mut rest = events.into_iter().peekable();
+        while rest.peek().is_some() {
+            let mut chunk: Vec<Event> = Vec::new();
+            let mut size = base;
+            while let Some(e) = rest.peek() {
+                let add = event_bytes(e);
+                if !chunk.is_empty() && size + add >= max {
+                    break;
+                }
+                size += add;
+                chunk.push(rest.next().expect("peeked"));
             }
-            bytes += len;
-            chunk.push(e);
-            if i + 1 == n {
-                self.send(WatchResponse {
-                    header,
-                    watch_id: id,
-                    events: std::mem::take(&mut chunk),
-                    ..Default::default()
-                })
-                .await?;
-            }
+            let last = rest.peek().is_none();
+            self.send(WatchResponse {
+                header,
+                watch_id: id,
+                events: chunk,
+                fragment: !last,
+                ..Default::default()
+            })
+            .await?;
         }
         Ok(())
     }
@@ -509,7 +564,9 @@ impl StreamTask {
             .watches
             .iter_mut()
             .filter(|(_, w)| {
-                w.progress_notify && now.duration_since(w.last_sent) >= PROGRESS_NOTIFY_INTERVAL
+                !w.dead
+                    && w.progress_notify
+                    && now.duration_since(w.last_sent) >= PROGRESS_NOTIFY_INTERVAL
             })
             .map(|(id, w)| {
                 w.last_sent = now;
