@@ -27,6 +27,64 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// etcd's Lock and Election call the KV API through an in-process client,
+/// so every error they pass on reaches the caller as code Unknown with the
+/// same message.
+pub fn as_unknown(s: Status) -> Status {
+    Status::unknown(s.message().to_string())
+}
+
+/// TTL of the session lease etcd's Lock/Election grant when the request
+/// names lease 0 (`concurrency.NewSession`'s default).
+pub const SESSION_TTL_S: i64 = 60;
+
+/// The lease a Lock/Campaign/Proclaim runs under: the given one, or a
+/// fresh session lease for 0 (etcd's `NewSession`; orphaned, so it simply
+/// expires after [`SESSION_TTL_S`]).
+pub async fn session_lease(shared: &SharedRef, lease: i64) -> Result<i64, Status> {
+    if lease != 0 {
+        return Ok(lease);
+    }
+    let grant = ferrocd_proto::etcdserverpb::LeaseGrantRequest {
+        ttl: SESSION_TTL_S,
+        id: super::lease::new_lease_id(shared),
+    };
+    match propose(shared, Command::LeaseGrant(grant)).await? {
+        Applied::LeaseGrant(g) => Ok(g.id),
+        _ => Err(Status::internal(
+            "applied answer does not match the command",
+        )),
+    }
+}
+
+/// Deletes a contender's key if the waiting request goes away (etcd's
+/// Lock releases the key and Campaign resigns when the wait fails).
+pub struct Release {
+    /// The shared state.
+    pub shared: SharedRef,
+    /// The key to delete; `None` once the request succeeded.
+    pub key: Option<Vec<u8>>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let shared = self.shared.clone();
+            glommio::spawn_local(async move {
+                let _ = propose(
+                    &shared,
+                    Command::DeleteRange(DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            })
+            .detach();
+        }
+    }
+}
+
 /// Runs a txn through the log.
 pub async fn txn(shared: &SharedRef, req: TxnRequest) -> Result<TxnResponse, Status> {
     match propose(shared, Command::Txn(req)).await? {

@@ -1,10 +1,12 @@
 //! `v3electionpb.Election`: Campaign (wait to become the oldest key under
 //! `<name>/`), Proclaim (update the leader's value), Leader, Observe (a
 //! stream of leader values), Resign. Errors are etcd's plain messages with
-//! code Unknown (`election: not leader`, `election: no leader`).
+//! code Unknown (`election: not leader`, `election: no leader`, and the KV
+//! errors its in-process client passes on).
 
 use super::concurrency::{
-    by_create, created_at, delete_op, put_op, range, try_acquire, txn, wait_deletes, HubWatch,
+    as_unknown, by_create, created_at, delete_op, put_op, range, session_lease, try_acquire, txn,
+    wait_deletes, HubWatch, Release,
 };
 use super::{fill_header, ChannelStream, SharedRef};
 use ferrocd_core::prefix_end;
@@ -47,7 +49,8 @@ impl ElectionService {
                 failure: Vec::new(),
             },
         )
-        .await?;
+        .await
+        .map_err(as_unknown)?;
         if !resp.succeeded {
             return Err(Status::unknown("election: not leader"));
         }
@@ -61,6 +64,15 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The `leader` field, checked as etcd's server does.
+fn leader_key(leader: Option<LeaderKey>) -> Result<LeaderKey, Status> {
+    let l = leader.ok_or_else(|| Status::unknown("\"leader\" field must be provided"))?;
+    if l.key.is_empty() {
+        return Err(Status::unknown("etcdserver: key is not provided"));
+    }
+    Ok(l)
+}
+
 #[tonic::async_trait]
 impl Election for ElectionService {
     async fn campaign(
@@ -69,20 +81,34 @@ impl Election for ElectionService {
     ) -> Result<Response<CampaignResponse>, Status> {
         let req = request.into_inner();
         let prefix = prefix_of(&req.name);
-        let me = try_acquire(&self.shared, &prefix, req.lease, &req.value).await?;
+        let lease = session_lease(&self.shared, req.lease)
+            .await
+            .map_err(as_unknown)?;
+        let me = try_acquire(&self.shared, &prefix, lease, &req.value)
+            .await
+            .map_err(as_unknown)?;
+        // A campaign that goes away while waiting resigns (deletes its key).
+        let mut release = Release {
+            shared: self.shared.clone(),
+            key: Some(me.key.clone()),
+        };
         let leader = LeaderKey {
             name: req.name,
             key: me.key.clone(),
             rev: me.rev,
-            lease: req.lease,
+            lease,
         };
-        let mut header = me.header;
         if me.existing_value.as_ref().is_some_and(|v| *v != req.value) {
-            header = self.proclaim_as(&leader, &req.value).await?;
+            self.proclaim_as(&leader, &req.value).await?;
         }
         if !me.owns {
-            header = wait_deletes(&self.shared, &prefix, me.rev - 1).await?;
+            wait_deletes(&self.shared, &prefix, me.rev - 1)
+                .await
+                .map_err(as_unknown)?;
         }
+        release.key = None;
+        // etcd answers with the header of the campaign's first txn.
+        let mut header = me.header;
         fill_header(&self.shared, &mut header);
         Ok(Response::new(CampaignResponse {
             header,
@@ -95,9 +121,10 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         let req = request.into_inner();
-        let leader = req
-            .leader
-            .ok_or_else(|| Status::unknown("election: not leader"))?;
+        let mut leader = leader_key(req.leader)?;
+        leader.lease = session_lease(&self.shared, leader.lease)
+            .await
+            .map_err(as_unknown)?;
         let mut header = self.proclaim_as(&leader, &req.value).await?;
         fill_header(&self.shared, &mut header);
         Ok(Response::new(ProclaimResponse { header }))
@@ -108,7 +135,8 @@ impl Election for ElectionService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         let req = request.into_inner();
-        let mut r = range(&self.shared, &by_create(&prefix_of(&req.name), false, 0))?;
+        let mut r =
+            range(&self.shared, &by_create(&prefix_of(&req.name), false, 0)).map_err(as_unknown)?;
         let kv = r
             .kvs
             .pop()
@@ -131,9 +159,8 @@ impl Election for ElectionService {
         let shared = self.shared.clone();
         glommio::spawn_local(async move {
             let prefix = prefix_of(&req.name);
-            let r = observe(&shared, &prefix, &out).await;
-            if let Err(status) = r {
-                let _ = out.send(Err(status)).await;
+            if let Err(status) = observe(&shared, &prefix, &out).await {
+                let _ = out.send(Err(as_unknown(status))).await;
             }
         })
         .detach();
@@ -145,7 +172,7 @@ impl Election for ElectionService {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         let req = request.into_inner();
-        let leader = req.leader.unwrap_or_default();
+        let leader = leader_key(req.leader)?;
         let resp = txn(
             &self.shared,
             TxnRequest {
@@ -154,63 +181,73 @@ impl Election for ElectionService {
                 failure: Vec::new(),
             },
         )
-        .await?;
+        .await
+        .map_err(as_unknown)?;
         let mut header = resp.header;
         fill_header(&self.shared, &mut header);
         Ok(Response::new(ResignResponse { header }))
     }
 }
 
-/// etcd's `observe`: the current leader's kv, then each new value of it,
-/// then the next leader's once it is deleted; ends when the client leaves.
+/// etcd's `observe`: the current leader's kv (header: the read's
+/// revision), then every new value of it (header: its revision), then the
+/// next leader once it is deleted; ends when the client leaves.
 async fn observe(
     shared: &SharedRef,
     prefix: &[u8],
     out: &mpsc::Sender<Result<LeaderResponse, Status>>,
 ) -> Result<(), Status> {
+    let send = |header_rev: i64, kv| {
+        let mut header = Some(ResponseHeader {
+            revision: header_rev,
+            ..Default::default()
+        });
+        fill_header(shared, &mut header);
+        out.send(Ok(LeaderResponse {
+            header,
+            kv: Some(kv),
+        }))
+    };
     loop {
         let r = range(shared, &by_create(prefix, false, 0))?;
         let rev = r.header.as_ref().map_or(0, |h| h.revision);
-        let Some(mut kv) = r.kvs.into_iter().next() else {
-            // No leader yet: wait for a put under the prefix.
-            let mut w = HubWatch::open(shared, prefix, prefix_end(prefix), rev + 1)?;
-            'wait: loop {
-                for e in w.next_events().await? {
-                    if e.r#type == EventType::Put as i32 {
-                        break 'wait;
-                    }
+        let kv = match r.kvs.into_iter().next() {
+            Some(kv) => {
+                if send(rev, kv.clone()).await.is_err() {
+                    return Ok(());
                 }
+                kv
             }
-            continue;
+            None => {
+                // No leader yet: the first put under the prefix is one.
+                let mut w = HubWatch::open(shared, prefix, prefix_end(prefix), rev + 1)?;
+                let kv = 'wait: loop {
+                    for e in w.next_events().await? {
+                        if e.r#type == EventType::Put as i32 {
+                            if let Some(kv) = e.kv {
+                                break 'wait kv;
+                            }
+                        }
+                    }
+                };
+                if send(kv.mod_revision, kv.clone()).await.is_err() {
+                    return Ok(());
+                }
+                kv
+            }
         };
+        // Every later value of this leader, until its key is deleted.
         let mut w = HubWatch::open(shared, &kv.key, Vec::new(), kv.mod_revision + 1)?;
-        loop {
-            let mut header = Some(ResponseHeader {
-                revision: kv.mod_revision,
-                ..Default::default()
-            });
-            fill_header(shared, &mut header);
-            let resp = LeaderResponse {
-                header,
-                kv: Some(kv.clone()),
-            };
-            if out.send(Ok(resp)).await.is_err() {
-                return Ok(());
-            }
-            let mut next = None;
-            let mut deleted = false;
-            while next.is_none() && !deleted {
-                for e in w.next_events().await? {
-                    if e.r#type == EventType::Delete as i32 {
-                        deleted = true;
-                        break;
-                    }
-                    next = e.kv;
+        'leader: loop {
+            for e in w.next_events().await? {
+                if e.r#type == EventType::Delete as i32 {
+                    break 'leader;
                 }
-            }
-            match next {
-                Some(k) if !deleted => kv = k,
-                _ => break,
+                if let Some(kv) = e.kv {
+                    if send(kv.mod_revision, kv).await.is_err() {
+                        return Ok(());
+                    }
+                }
             }
         }
     }

@@ -30,26 +30,25 @@ impl LeaseService {
     pub fn new(shared: SharedRef) -> LeaseService {
         LeaseService { shared }
     }
+}
 
-    /// A fresh lease id the way etcd's id generator makes them (member
-    /// bits, milliseconds, a counter; positive), not in use.
-    fn new_lease_id(&self) -> i64 {
-        let member16 = self.shared.identity.member_id & 0xffff;
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let base = (member16 << 48) | ((ms & 0xff_ffff_ffff) << 8);
-        let ks = self
-            .shared
-            .keyspace
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            let n = self.shared.lease_id_seq.fetch_add(1, Ordering::Relaxed);
-            let id = (base.wrapping_add(n) & (i64::MAX as u64)) as i64;
-            if id != 0 && ks.lease(id).is_none() {
-                return id;
-            }
+/// A fresh lease id the way etcd's id generator makes them (member bits,
+/// milliseconds, a counter; positive), not in use.
+pub fn new_lease_id(shared: &SharedRef) -> i64 {
+    let member16 = shared.identity.member_id & 0xffff;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let base = (member16 << 48) | ((ms & 0xff_ffff_ffff) << 8);
+    let ks = shared
+        .keyspace
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let n = shared.lease_id_seq.fetch_add(1, Ordering::Relaxed);
+        let id = (base.wrapping_add(n) & (i64::MAX as u64)) as i64;
+        if id != 0 && ks.lease(id).is_none() {
+            return id;
         }
     }
 }
@@ -66,7 +65,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut req = request.into_inner();
         if req.id == 0 {
-            req.id = self.new_lease_id();
+            req.id = new_lease_id(&self.shared);
         }
         // etcd raises a short TTL to the minimum its election timeout allows.
         req.ttl = req.ttl.max(self.shared.lease_ttl_min_s);

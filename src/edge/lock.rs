@@ -1,10 +1,11 @@
 //! `v3lockpb.Lock`: Lock waits until the caller's key is the oldest under
 //! `<name>/`; Unlock deletes the key (see `concurrency`).
 
-use super::concurrency::{range, try_acquire, wait_deletes};
+use super::concurrency::{as_unknown, range, session_lease, try_acquire, wait_deletes, Release};
 use super::{fill_header, propose, SharedRef};
 use crate::command::{Applied, Command};
 use ferrocd_proto::etcdserverpb::{DeleteRangeRequest, RangeRequest};
+
 use ferrocd_proto::tonic::{self, Request, Response, Status};
 use ferrocd_proto::v3lockpb::lock_server::Lock;
 use ferrocd_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
@@ -23,46 +24,27 @@ impl LockService {
     }
 }
 
-/// Deletes a contender's key if the waiting request goes away (etcd's
-/// Lock releases the key when the wait fails).
-struct Release {
-    shared: SharedRef,
-    key: Option<Vec<u8>>,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let shared = self.shared.clone();
-            glommio::spawn_local(async move {
-                let _ = propose(
-                    &shared,
-                    Command::DeleteRange(DeleteRangeRequest {
-                        key,
-                        ..Default::default()
-                    }),
-                )
-                .await;
-            })
-            .detach();
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         let req = request.into_inner();
         let mut prefix = req.name;
         prefix.push(b'/');
-        let me = try_acquire(&self.shared, &prefix, req.lease, b"").await?;
+        let lease = session_lease(&self.shared, req.lease)
+            .await
+            .map_err(as_unknown)?;
+        let me = try_acquire(&self.shared, &prefix, lease, b"")
+            .await
+            .map_err(as_unknown)?;
         let mut release = Release {
             shared: self.shared.clone(),
             key: Some(me.key.clone()),
         };
         let mut header = me.header;
         if !me.owns {
-            header = wait_deletes(&self.shared, &prefix, me.rev - 1).await?;
+            header = wait_deletes(&self.shared, &prefix, me.rev - 1)
+                .await
+                .map_err(as_unknown)?;
             // The session (lease) may have expired meanwhile.
             let still = range(
                 &self.shared,
@@ -73,7 +55,7 @@ impl Lock for LockService {
             )?;
             if still.kvs.is_empty() {
                 release.key = None;
-                return Err(Status::unknown("session expired"));
+                return Err(Status::unknown("mutex: session is expired"));
             }
         }
         release.key = None;
@@ -89,6 +71,9 @@ impl Lock for LockService {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(Status::unknown("etcdserver: key is not provided"));
+        }
         match propose(
             &self.shared,
             Command::DeleteRange(DeleteRangeRequest {
@@ -96,7 +81,8 @@ impl Lock for LockService {
                 ..Default::default()
             }),
         )
-        .await?
+        .await
+        .map_err(as_unknown)?
         {
             Applied::DeleteRange(mut resp) => {
                 fill_header(&self.shared, &mut resp.header);
