@@ -71,6 +71,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_572_864;
 pub const RECOMMENDED_MAX_REQUEST_BYTES: u64 = 10 * 1024 * 1024;
 /// Default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: u64 = 128;
+/// etcd's `--experimental-watch-progress-notify-interval` default (10 min).
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_NS: u64 = 600 * 1_000_000_000;
 /// ferrocd's own environment variable for `--cores`.
 pub const CORES_ENV: &str = "FERROCD_CORES";
 
@@ -160,6 +162,9 @@ pub struct Config {
     pub max_request_bytes: u64,
     /// `--max-txn-ops`.
     pub max_txn_ops: u64,
+    /// `--experimental-watch-progress-notify-interval`, milliseconds
+    /// (default 10 min).
+    pub watch_progress_notify_interval_ms: u64,
     /// `--log-level`.
     pub log_level: LogLevel,
     /// `--logger`; always `zap` (the only value etcd 3.5 accepts).
@@ -769,14 +774,19 @@ enum Setting {
     MaxTxnOps,
     LogLevel,
     Logger,
+    WatchProgressNotifyInterval,
 }
 
-/// The etcd 3.5 flags ferrocd implements (19).
+/// The etcd 3.5 flags ferrocd implements (20).
 const IMPLEMENTED_FLAGS: &[(&str, Setting)] = &[
     ("advertise-client-urls", Setting::AdvertiseClientUrls),
     ("config-file", Setting::ConfigFile),
     ("data-dir", Setting::DataDir),
     ("election-timeout", Setting::ElectionTimeout),
+    (
+        "experimental-watch-progress-notify-interval",
+        Setting::WatchProgressNotifyInterval,
+    ),
     ("heartbeat-interval", Setting::HeartbeatInterval),
     (
         "initial-advertise-peer-urls",
@@ -868,7 +878,6 @@ pub const UNIMPLEMENTED_ETCD_FLAGS: &[&str] = &[
     "experimental-stop-grpc-service-on-defrag",
     "experimental-txn-mode-write-with-shared-buffer",
     "experimental-warning-apply-duration",
-    "experimental-watch-progress-notify-interval",
     "force-new-cluster",
     "grpc-keepalive-interval",
     "grpc-keepalive-min-time",
@@ -920,6 +929,10 @@ const IMPLEMENTED_CONFIG_KEYS: &[(&str, Setting)] = &[
     ("advertise-client-urls", Setting::AdvertiseClientUrls),
     ("data-dir", Setting::DataDir),
     ("election-timeout", Setting::ElectionTimeout),
+    (
+        "experimental-watch-progress-notify-interval",
+        Setting::WatchProgressNotifyInterval,
+    ),
     ("heartbeat-interval", Setting::HeartbeatInterval),
     (
         "initial-advertise-peer-urls",
@@ -986,7 +999,6 @@ pub const UNIMPLEMENTED_ETCD_CONFIG_KEYS: &[&str] = &[
     "experimental-stop-grpc-service-on-defrag",
     "experimental-txn-mode-write-with-shared-buffer",
     "experimental-warning-apply-duration",
-    "experimental-watch-progress-notify-interval",
     "force-new-cluster",
     "grpc-keepalive-interval",
     "grpc-keepalive-min-time",
@@ -1220,6 +1232,7 @@ struct Values {
     max_txn_ops: u64,
     log_level: String,
     logger: String,
+    watch_progress_notify_interval_ns: u64,
 }
 
 impl Default for Values {
@@ -1243,6 +1256,7 @@ impl Default for Values {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             log_level: "info".to_string(),
             logger: "zap".to_string(),
+            watch_progress_notify_interval_ns: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_NS,
         }
     }
 }
@@ -1283,6 +1297,12 @@ impl Values {
             Setting::MaxTxnOps => self.max_txn_ops = uint(val)?,
             Setting::LogLevel => self.log_level = val.to_string(),
             Setting::Logger => self.logger = val.to_string(),
+            Setting::WatchProgressNotifyInterval => {
+                let ns = go_parse_duration_ns(val).ok_or_else(|| "parse error".to_string())?;
+                // A negative interval is refused by etcd's config validation.
+                self.watch_progress_notify_interval_ns =
+                    u64::try_from(ns).map_err(|_| "parse error".to_string())?;
+            }
             Setting::ConfigFile | Setting::Version => {
                 unreachable!("handled by the command-line parser")
             }
@@ -1659,6 +1679,12 @@ fn load_config_file(path: &str, warnings: &mut Vec<String>) -> Result<Values, Co
                     .as_i64()
                     .ok_or_else(|| type_error(name, "an integer", v))?;
             }
+            Setting::WatchProgressNotifyInterval => {
+                // A Go time.Duration in JSON/YAML: integer nanoseconds.
+                values.watch_progress_notify_interval_ns = v
+                    .as_u64()
+                    .ok_or_else(|| type_error(name, "a duration in nanoseconds", v))?;
+            }
             _ => {
                 // String settings; like sigs.k8s.io/yaml, scalars become strings.
                 let s = match v {
@@ -1813,6 +1839,7 @@ fn finish(
         quota_backend_bytes: v.quota_backend_bytes,
         max_request_bytes: v.max_request_bytes,
         max_txn_ops: v.max_txn_ops,
+        watch_progress_notify_interval_ms: v.watch_progress_notify_interval_ns / 1_000_000,
         log_level,
         logger: v.logger,
         cores,
@@ -1887,6 +1914,10 @@ Clustering:
   --advertise-client-urls 'http://localhost:2379'
     List of this member's client URLs to advertise to the public.
     The client URLs advertised should be accessible to machines that talk to the cluster. Client libraries parse these URLs to connect to the cluster.
+
+Experimental feature:
+  --experimental-watch-progress-notify-interval '10m'
+    Duration of periodical watch progress notification.
 
 Logging:
   --logger 'zap'
@@ -2216,7 +2247,7 @@ mod tests {
 
     #[test]
     fn unimplemented_etcd_flags_are_refused_by_name() {
-        assert_eq!(UNIMPLEMENTED_ETCD_FLAGS.len(), 93);
+        assert_eq!(UNIMPLEMENTED_ETCD_FLAGS.len(), 92);
         assert_eq!(
             IMPLEMENTED_FLAGS.len() + IGNORED_FLAGS.len() + UNIMPLEMENTED_ETCD_FLAGS.len(),
             127
@@ -2535,7 +2566,7 @@ mod tests {
 
     #[test]
     fn config_file_unimplemented_keys_are_refused() {
-        assert_eq!(UNIMPLEMENTED_ETCD_CONFIG_KEYS.len(), 72);
+        assert_eq!(UNIMPLEMENTED_ETCD_CONFIG_KEYS.len(), 71);
         let f = yaml_file("name: x\nauto-compaction-retention: \"1\"\n");
         let p = path_of(&f);
         let e = err(&["--config-file", &p]);
@@ -2913,5 +2944,121 @@ mod tests {
             ids[1].local_member_id,
             compute_member_id(&["http://10.0.0.2:2380"], "t", None)
         );
+    }
+}
+
+/// Go's `time.ParseDuration`: `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+` or `0`,
+/// units ns, us (µs, μs), ms, s, m, h; nanoseconds, or `None` on any error
+/// (including overflow).
+fn go_parse_duration_ns(s: &str) -> Option<i64> {
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int_part, after) = rest.split_at(int_len);
+        let (frac_part, after) = match after.strip_prefix('.') {
+            Some(a) => {
+                let n = a.bytes().take_while(u8::is_ascii_digit).count();
+                a.split_at(n)
+            }
+            None => ("", after),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return None;
+        }
+        let unit_len = after
+            .char_indices()
+            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map_or(after.len(), |(i, _)| i);
+        let (unit, next) = after.split_at(unit_len);
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
+        let mut v = int.checked_mul(scale)?;
+        if !frac_part.is_empty() {
+            let digits = frac_part.len().min(30) as u32;
+            let frac: u128 = frac_part[..digits as usize].parse().ok()?;
+            v = v.checked_add(frac.checked_mul(scale)? / 10u128.pow(digits))?;
+        }
+        total = total.checked_add(v)?;
+        rest = next;
+    }
+    let total = i64::try_from(total).ok()?;
+    Some(if neg { -total } else { total })
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        for (s, ns) in [
+            ("0", 0),
+            ("10m", 600_000_000_000),
+            ("1s", 1_000_000_000),
+            ("1.5s", 1_500_000_000),
+            ("1h2m3s", 3_723_000_000_000),
+            ("250ms", 250_000_000),
+            ("3us", 3_000),
+            ("-2s", -2_000_000_000),
+            (".5s", 500_000_000),
+        ] {
+            assert_eq!(go_parse_duration_ns(s), Some(ns), "{s}");
+        }
+        for bad in ["", "1", "s", "1x", "1.2.3s", "-", "9999999999h"] {
+            assert_eq!(go_parse_duration_ns(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn progress_notify_interval_from_flag_env_and_default() {
+        let run = |args: &[&str], env: &[(&str, &str)]| {
+            let args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect();
+            match parse(&args, &env) {
+                Ok(Invocation::Run(c)) => Ok(c.watch_progress_notify_interval_ms),
+                Ok(_) => panic!("not a run"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(run(&[], &[]), Ok(600_000));
+        assert_eq!(
+            run(&["--experimental-watch-progress-notify-interval=1s"], &[]),
+            Ok(1_000)
+        );
+        assert_eq!(
+            run(
+                &[],
+                &[("ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", "250ms")]
+            ),
+            Ok(250)
+        );
+        let e = run(&["--experimental-watch-progress-notify-interval=soon"], &[]).unwrap_err();
+        assert!(e.contains("invalid value \"soon\" for flag -experimental-watch-progress-notify-interval: parse error"), "{e}");
     }
 }

@@ -621,6 +621,7 @@ mod tests {
             lessor: crate::lessor::Lessor::default(),
             lease_ttl_min_s: 2,
             lease_id_seq: std::sync::atomic::AtomicU64::new(0),
+            watch_progress_notify_interval: Duration::from_secs(600),
             keyspace: RwLock::new(Keyspace::new(2)),
             proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
             doorbell: Doorbell::new().unwrap(),

@@ -178,6 +178,9 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
         lessor,
         lease_ttl_min_s: i64::try_from(lease_ttl_min_ms.div_ceil(1000)).unwrap_or(i64::MAX),
         lease_id_seq: std::sync::atomic::AtomicU64::new(0),
+        watch_progress_notify_interval: Duration::from_millis(
+            cfg.watch_progress_notify_interval_ms,
+        ),
         keyspace: RwLock::new(keyspace),
         proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
         doorbell: Doorbell::new().map_err(io_err("eventfd"))?,

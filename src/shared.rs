@@ -93,6 +93,8 @@ pub struct Shared {
     pub lessor: crate::lessor::Lessor,
     /// etcd's minimum lease TTL: ceil(1.5 x election timeout), seconds.
     pub lease_ttl_min_s: i64,
+    /// `--experimental-watch-progress-notify-interval`.
+    pub watch_progress_notify_interval: std::time::Duration,
     /// Counter for server-chosen lease ids.
     pub lease_id_seq: std::sync::atomic::AtomicU64,
     /// Member and cluster ids, URLs.

@@ -28,15 +28,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Responses queued towards one client stream.
 pub const WATCH_RESPONSES_MAX: usize = 16;
 /// Most distinct revisions per history response (etcd's `watchBatchMaxRevs`).
 pub const HISTORY_REVISIONS_PER_RESPONSE_MAX: usize = 1000;
-/// etcd's `--experimental-watch-progress-notify-interval` default.
-pub const PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The error a create with a watch id already in use gets.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
@@ -104,7 +102,8 @@ struct WatchOpts {
     prev_kv: bool,
     fragment: bool,
     progress_notify: bool,
-    last_sent: Instant,
+    /// Sent something since the last progress tick.
+    sent_since_tick: bool,
 }
 
 struct StreamTask {
@@ -133,11 +132,15 @@ impl StreamTask {
         victims: Arc<AtomicBool>,
     ) {
         let mut requests_open = true;
+        // etcd's progress ticker (`--experimental-watch-progress-notify-interval`).
+        let interval = self.shared.watch_progress_notify_interval;
+        let mut next_tick = Instant::now() + interval;
         loop {
-            let notify = self.watches.values().any(|w| w.progress_notify);
+            let notify = !interval.is_zero() && self.watches.values().any(|w| w.progress_notify);
             let tick = async {
                 if notify {
-                    glommio::timer::sleep(PROGRESS_NOTIFY_INTERVAL / 10).await;
+                    glommio::timer::sleep(next_tick.saturating_duration_since(Instant::now()))
+                        .await;
                     Input::Tick
                 } else {
                     std::future::pending().await
@@ -190,7 +193,10 @@ impl StreamTask {
                     }
                     r
                 }
-                Input::Tick => self.progress_notify().await,
+                Input::Tick => {
+                    next_tick = Instant::now() + interval;
+                    self.progress_notify().await
+                }
             };
             if step.is_err() {
                 return;
@@ -319,7 +325,7 @@ impl StreamTask {
                 prev_kv: c.prev_kv,
                 fragment: c.fragment,
                 progress_notify: c.progress_notify,
-                last_sent: Instant::now(),
+                sent_since_tick: false,
             },
         );
         // etcd 3.4 treats a negative start like 0 (from now).
@@ -471,7 +477,7 @@ impl StreamTask {
         if events.is_empty() {
             return Ok(());
         }
-        opts.last_sent = Instant::now();
+        opts.sent_since_tick = true;
         let (prev_kv, fragment) = (opts.prev_kv, opts.fragment);
         if prev_kv {
             fill_prev_kvs(&self.shared, &mut events);
@@ -552,27 +558,20 @@ impl StreamTask {
         Ok(())
     }
 
-    /// etcd's progress notification: an empty response to each
-    /// `progress_notify` watch that sent nothing for the interval.
+    /// etcd's progress notification: on each tick, an empty response to
+    /// each `progress_notify` watch that sent nothing since the last tick.
     async fn progress_notify(&mut self) -> Result<(), Gone> {
         if !self.shared.watch.all_synced(self.sid) {
             return Ok(());
         }
         let revision = self.shared.watch.published();
-        let now = Instant::now();
-        let due: Vec<i64> = self
-            .watches
-            .iter_mut()
-            .filter(|(_, w)| {
-                !w.dead
-                    && w.progress_notify
-                    && now.duration_since(w.last_sent) >= PROGRESS_NOTIFY_INTERVAL
-            })
-            .map(|(id, w)| {
-                w.last_sent = now;
-                *id
-            })
-            .collect();
+        let mut due = Vec::new();
+        for (id, w) in &mut self.watches {
+            if !w.dead && w.progress_notify && !w.sent_since_tick {
+                due.push(*id);
+            }
+            w.sent_since_tick = false;
+        }
         for id in due {
             let header = self.header(revision);
             self.send(WatchResponse {
