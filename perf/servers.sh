@@ -1,6 +1,7 @@
-# Shared by compare.sh and compare-watch.sh (sourced, not run): starting
-# and stopping one etcd or ferrocd at a time, on free loopback ports, with
-# its own data dir under $WORK, and the machine stamp of the results.
+# Shared by compare.sh, compare-watch.sh and compare-lease.sh (sourced,
+# not run): starting and stopping one etcd or ferrocd at a time, on free
+# loopback ports, with its own data dir under $WORK, and the machine stamp
+# of the results.
 #
 # The sourcing script sets ETCD, FERROCD, WORK, QUIET_WAIT_S before calling
 # these. Servers are stopped only by the PID this shell started.

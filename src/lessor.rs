@@ -111,23 +111,27 @@ impl Lessor {
     }
 
     /// Up to `max` expired leases not already being revoked (or whose
-    /// revoke is overdue); marks them as being revoked.
+    /// revoke is overdue), earliest deadline first (as etcd's expiry heap);
+    /// marks them as being revoked.
     pub fn take_expired(&self, now: Instant, max: usize) -> Vec<i64> {
         let mut leases = self.lock();
-        let mut out = Vec::new();
-        for (id, d) in leases.iter_mut() {
-            if out.len() >= max {
-                break;
-            }
-            let due = d.expires <= now
-                && d.revoking
-                    .is_none_or(|at| now.duration_since(at) >= REVOKE_RETRY);
-            if due {
+        let mut due: Vec<(Instant, i64)> = leases
+            .iter()
+            .filter(|(_, d)| {
+                d.expires <= now
+                    && d.revoking
+                        .is_none_or(|at| now.duration_since(at) >= REVOKE_RETRY)
+            })
+            .map(|(id, d)| (d.expires, *id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(max);
+        for (_, id) in &due {
+            if let Some(d) = leases.get_mut(id) {
                 d.revoking = Some(now);
-                out.push(*id);
             }
         }
-        out
+        due.into_iter().map(|(_, id)| id).collect()
     }
 }
 
@@ -158,6 +162,13 @@ mod tests {
         // once, has expired by then too).
         assert_eq!(l.take_expired(at + REVOKE_RETRY, 1000).len(), 250);
         l.on_revoked(3);
+        // Earliest deadline first.
+        let l2 = Lessor::default();
+        l2.on_granted(1, 5, t0);
+        l2.on_granted(2, 3, t0);
+        l2.on_granted(3, 4, t0);
+        assert_eq!(l2.take_expired(t0 + Duration::from_secs(9), 2), [2, 3]);
+        assert_eq!(l2.take_expired(t0 + Duration::from_secs(9), 2), [1]);
         assert_eq!(l.remaining(3, at), None);
         assert_eq!(
             l.remaining(7, t0 + Duration::from_secs(2)),

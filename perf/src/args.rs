@@ -75,6 +75,12 @@ impl Flags {
     }
 }
 
+/// Test helper: owned arguments from string literals.
+#[cfg(test)]
+pub(crate) fn test_args(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_string()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,7 +279,7 @@ impl Shared {
     }
 }
 
-fn xorshift(s: &mut u64) -> u64 {
+pub(crate) fn xorshift(s: &mut u64) -> u64 {
     *s ^= *s << 13;
     *s ^= *s >> 7;
     *s ^= *s << 17;
@@ -804,9 +804,7 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
+    use crate::args::test_args as args;
 
     #[test]
     fn endpoints_accept_host_port_and_http() {

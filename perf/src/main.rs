@@ -6,11 +6,17 @@
 //! - `watch`: put-to-event latency, missing/duplicate events and the
 //!   server's memory per watcher (see `watch.rs`); `perf/compare-watch.sh`
 //!   runs it against both.
+//! - `lease-keepalive`: keep-alive throughput, latency and CPU for many
+//!   leases kept alive over a few streams; `lease-expire`: put latency
+//!   while many leases expire at once (see `lease.rs`, `lease_expire.rs`);
+//!   `perf/compare-lease.sh` runs both against etcd and ferrocd.
 //! - `fsync-floor`: times pwrite + fdatasync of one block into a
 //!   preallocated file (the cost every acknowledged write pays at least
 //!   once).
 
 mod args;
+mod lease;
+mod lease_expire;
 mod load;
 mod watch;
 
@@ -28,15 +34,29 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("");
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{}\n{}\n{USAGE_FSYNC}", load::USAGE, watch::USAGE);
+        println!(
+            "{}\n{}\n{}\n{}\n{USAGE_FSYNC}",
+            load::USAGE,
+            watch::USAGE,
+            lease::USAGE,
+            lease_expire::USAGE
+        );
         return;
     }
     let result = match cmd {
         "fsync-floor" => fsync_floor(&args[1..]),
         "put" | "range" => load::main(cmd, &args[1..]),
         "watch" => watch::main(&args[1..]),
+        "lease-keepalive" => lease::main(&args[1..]),
+        "lease-expire" => lease_expire::main(&args[1..]),
         _ => {
-            eprintln!("{}\n{}\n{USAGE_FSYNC}", load::USAGE, watch::USAGE);
+            eprintln!(
+                "{}\n{}\n{}\n{}\n{USAGE_FSYNC}",
+                load::USAGE,
+                watch::USAGE,
+                lease::USAGE,
+                lease_expire::USAGE
+            );
             std::process::exit(2);
         }
     };

@@ -1144,9 +1144,7 @@ impl Events {
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
+    use crate::args::test_args as args;
 
     #[test]
     fn config_defaults_and_checks() {
