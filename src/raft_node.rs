@@ -4,16 +4,18 @@
 //! One loop round, in order:
 //! 1. Drain up to [`PROPOSALS_PER_ROUND_MAX`] proposals (and at most
 //!    [`ROUND_BYTES_MAX`] of entry data) into `propose`. Proposals stay
-//!    queued while the WAL has [`ferrocd_wal::BATCHES_IN_FLIGHT_MAX`]
-//!    batches in flight (backpressure).
+//!    queued while [`UNWRITTEN_ENTRIES_MAX`] entries are proposed but not
+//!    yet handed to the WAL (backpressure).
 //! 2. Tick Raft when the heartbeat interval has passed.
 //! 3. Reap finished WAL batches and tell Raft (`on_persist_ready`): this is
 //!    what lets the leader count its own vote and commit.
-//! 4. Take the `Ready`: its new entries and (when it must be synced) its
-//!    hard state become ONE WAL batch (one write + one fdatasync). The
-//!    batch is submitted and the loop goes on without waiting: the next
-//!    round's proposals are appended while this fsync is in flight
-//!    (pipelining, `advance_append_async`).
+//! 4. Unless [`WAL_BATCHES_IN_FLIGHT_MAX`] batches are in flight, take the
+//!    `Ready`: its new entries and (when it must be synced) its hard state
+//!    become ONE WAL batch (one write + one fdatasync). The batch is
+//!    submitted and the loop goes on without waiting: proposals arriving
+//!    during the flush are appended to Raft's log and become the next
+//!    batch, written as soon as this flush completes (pipelining,
+//!    `advance_append_async`).
 //! 5. Apply committed entries in log order, but never one above the
 //!    durable index; answer each entry's client only then. Every
 //!    `--snapshot-count` applied entries, hand a copy of the keyspace to
@@ -48,6 +50,15 @@ pub const PROPOSALS_PER_ROUND_MAX: usize = 4_096;
 /// Most entry bytes proposed in one round (keeps a WAL batch far below
 /// `ferrocd_wal::BATCH_BYTES_MAX` even with requests at the size limit).
 pub const ROUND_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// WAL batches (write + fdatasync) in flight at once. One: every flush
+/// costs about the same whatever it carries, and on this class of disk
+/// concurrent flushes queue behind each other, so proposals that arrive
+/// during a flush are better appended to Raft and written together when it
+/// completes (measured: 16 clients, 3.4k puts/s with 32 in flight).
+pub const WAL_BATCHES_IN_FLIGHT_MAX: usize = 1;
+/// Entries proposed but not yet handed to the WAL, at most (bounds one
+/// batch well inside `ferrocd_wal::BATCH_RECORDS_MAX`).
+pub const UNWRITTEN_ENTRIES_MAX: u64 = 32_768;
 
 /// Settings of the Raft thread.
 #[derive(Clone, Debug)]
@@ -82,6 +93,8 @@ pub struct RaftNode<I: WalIo = UringIo> {
     /// WAL batches in flight: ticket and the last Ready number it covers.
     in_flight: VecDeque<(BatchTicket, u64)>,
     durable_index: u64,
+    /// Highest entry index handed to the WAL (durable or in flight).
+    wal_index: u64,
     applied_index: u64,
     snapshot_index: u64,
     next_tick: Instant,
@@ -146,6 +159,7 @@ impl<I: WalIo> RaftNode<I> {
             committed: VecDeque::new(),
             in_flight: VecDeque::new(),
             durable_index,
+            wal_index: durable_index,
             applied_index: applied,
             snapshot_index: applied,
             announced: false,
@@ -181,7 +195,7 @@ impl<I: WalIo> RaftNode<I> {
     fn park(&mut self) {
         let bell = &self.shared.doorbell;
         bell.prepare_park();
-        let can_propose = self.in_flight.len() < ferrocd_wal::BATCHES_IN_FLIGHT_MAX;
+        let can_propose = self.can_propose();
         if (can_propose && !self.shared.proposals.is_empty())
             || self.shared.stopping.load(Ordering::Acquire)
         {
@@ -198,13 +212,20 @@ impl<I: WalIo> RaftNode<I> {
         bell.park(wal_fd, timeout_ms);
     }
 
+    /// Backpressure: proposals wait in the queue while too much is
+    /// proposed but not yet written.
+    fn can_propose(&self) -> bool {
+        let written = self.wal_index;
+        self.node.raft.raft_log.last_index() - written < UNWRITTEN_ENTRIES_MAX
+    }
+
     fn drain_proposals(&mut self) -> bool {
-        if self.in_flight.len() >= ferrocd_wal::BATCHES_IN_FLIGHT_MAX {
+        if !self.can_propose() {
             return false;
         }
         let mut n = 0;
         let mut bytes = 0;
-        while n < PROPOSALS_PER_ROUND_MAX && bytes < ROUND_BYTES_MAX {
+        while n < PROPOSALS_PER_ROUND_MAX && bytes < ROUND_BYTES_MAX && self.can_propose() {
             let Some(p) = self.shared.proposals.pop() else {
                 break;
             };
@@ -324,7 +345,7 @@ impl<I: WalIo> RaftNode<I> {
         if !self.node.has_ready() {
             return Ok(false);
         }
-        if self.in_flight.len() >= ferrocd_wal::BATCHES_IN_FLIGHT_MAX {
+        if self.in_flight.len() >= WAL_BATCHES_IN_FLIGHT_MAX {
             return Ok(false);
         }
         let mut rd = self.node.ready();
@@ -351,6 +372,7 @@ impl<I: WalIo> RaftNode<I> {
                     .expect("protobuf encoding of an entry cannot fail");
                 records.push(Record::new(RECORD_ENTRY, e.index, payload));
             }
+            self.wal_index = entries.last().map_or(self.wal_index, |e| e.index);
         }
         let must_sync = rd.must_sync();
         if let Some(hs) = rd.hs() {
