@@ -58,31 +58,7 @@ workload_def() {
     esac
 }
 
-for tool in jq awk ss timeout; do
-    command -v "$tool" >/dev/null || {
-        echo "compare-watch.sh needs $tool" >&2
-        exit 2
-    }
-done
-[[ -x $ETCD ]] || {
-    echo "no etcd at $ETCD (apt-get install etcd-server)" >&2
-    exit 2
-}
-
-echo "== building release binaries"
-# Two invocations so that ferrocd is built with exactly its own feature set.
-cargo build --release -p ferrocd
-cargo build --release -p ferrocd-perf
-FERROCD=$ROOT/target/release/ferrocd
-PERF=$ROOT/target/release/ferrocd-perf
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrocd-compare-watch.XXXXXX")
-cleanup() {
-    stop_server
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+prepare_run compare-watch.sh jq awk ss timeout
 
 machine_stamp
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -3,8 +3,43 @@
 # loopback ports, with its own data dir under $WORK, and the machine stamp
 # of the results.
 #
-# The sourcing script sets ETCD, FERROCD, WORK, QUIET_WAIT_S before calling
-# these. Servers are stopped only by the PID this shell started.
+# The sourcing script sets ROOT, ETCD and QUIET_WAIT_S, then calls
+# prepare_run (which sets FERROCD, PERF and WORK). Servers are stopped only
+# by the PID this shell started.
+
+# prepare_run SCRIPT TOOL... : checks the tools and $ETCD, builds the
+# release binaries (FERROCD, PERF), makes $WORK and removes it (and stops
+# the server) on exit.
+prepare_run() {
+    local script=$1 tool
+    shift
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || {
+            echo "$script needs $tool" >&2
+            exit 2
+        }
+    done
+    [[ -x $ETCD ]] || {
+        echo "no etcd at $ETCD (apt-get install etcd-server)" >&2
+        exit 2
+    }
+    echo "== building release binaries"
+    # Two invocations so that ferrocd is built with exactly its own feature
+    # set (building both packages at once would unify tonic's features
+    # into it).
+    cargo build --release -p ferrocd
+    cargo build --release -p ferrocd-perf
+    FERROCD=$ROOT/target/release/ferrocd
+    PERF=$ROOT/target/release/ferrocd-perf
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrocd-${script%.sh}.XXXXXX")
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
 
 READY_TIMEOUT_S=30
 STOP_TIMEOUT_S=10
