@@ -487,9 +487,7 @@ impl<I: WalIo> RaftNode<I> {
             // the election timeout, counted from here (after replay).
             let leases: Vec<(i64, i64)> = self
                 .shared
-                .keyspace
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .read_keyspace()
                 .leases()
                 .map(|(id, l)| (id, l.ttl_s))
                 .collect();
@@ -516,12 +514,7 @@ impl<I: WalIo> RaftNode<I> {
         if !self.snapshotter.idle() {
             return;
         }
-        let keyspace = self
-            .shared
-            .keyspace
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let keyspace = self.shared.read_keyspace().clone();
         let meta = SnapshotMeta {
             index: self.applied_index,
             term,

@@ -110,6 +110,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The keyspace for reading (a poisoned lock still holds a consistent
+    /// keyspace: apply never panics halfway through a write).
+    pub fn read_keyspace(&self) -> std::sync::RwLockReadGuard<'_, Keyspace> {
+        self.keyspace
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Current term.
     pub fn term(&self) -> u64 {
         self.raft.term.load(Ordering::Acquire)

@@ -97,12 +97,7 @@ pub async fn txn(shared: &SharedRef, req: TxnRequest) -> Result<TxnResponse, Sta
 
 /// Reads the local keyspace.
 pub fn range(shared: &SharedRef, req: &RangeRequest) -> Result<RangeResponse, Status> {
-    shared
-        .keyspace
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .range(req)
-        .map_err(kv_status)
+    shared.read_keyspace().range(req).map_err(kv_status)
 }
 
 /// `create_revision(key) == rev`.

@@ -1,6 +1,6 @@
 //! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
 
-use super::{fill_header, kv_status, propose, SharedRef};
+use super::{fill_header, kv_status, mismatch, propose, SharedRef};
 use crate::command::{Applied, Command};
 use ferrocd_core::validate;
 use ferrocd_proto::etcdserverpb::kv_server::Kv;
@@ -25,10 +25,6 @@ impl KvService {
     }
 }
 
-fn mismatch() -> Status {
-    Status::internal("applied answer does not match the command")
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
@@ -41,13 +37,7 @@ impl Kv for KvService {
         // is acknowledged only after it is applied, and a one-member group
         // is always its own leader, so the applied state already holds
         // every write acknowledged before this read began.
-        let mut resp = self
-            .shared
-            .keyspace
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .range(&req)
-            .map_err(kv_status)?;
+        let mut resp = self.shared.read_keyspace().range(&req).map_err(kv_status)?;
         fill_header(&self.shared, &mut resp.header);
         Ok(Response::new(resp))
     }
@@ -87,9 +77,7 @@ impl Kv for KvService {
             // `range` for why that is linearizable here).
             let mut resp = self
                 .shared
-                .keyspace
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .read_keyspace()
                 .txn_read_only(&req)
                 .map_err(kv_status)?;
             fill_header(&self.shared, &mut resp.header);

@@ -2,7 +2,7 @@
 //! time-to-live and the lease list are answered from the local state (a
 //! one-member group is always the leader, which is who renews in etcd).
 
-use super::{current_header, fill_header, propose, ChannelStream, SharedRef};
+use super::{current_header, fill_header, mismatch, propose, ChannelStream, SharedRef};
 use crate::command::{Applied, Command};
 use ferrocd_proto::etcdserverpb::lease_server::Lease;
 use ferrocd_proto::etcdserverpb::{
@@ -40,10 +40,7 @@ pub fn new_lease_id(shared: &SharedRef) -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let base = (member16 << 48) | ((ms & 0xff_ffff_ffff) << 8);
-    let ks = shared
-        .keyspace
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ks = shared.read_keyspace();
     loop {
         let n = shared.lease_id_seq.fetch_add(1, Ordering::Relaxed);
         let id = (base.wrapping_add(n) & (i64::MAX as u64)) as i64;
@@ -51,10 +48,6 @@ pub fn new_lease_id(shared: &SharedRef) -> i64 {
             return id;
         }
     }
-}
-
-fn mismatch() -> Status {
-    Status::internal("applied answer does not match the command")
 }
 
 #[tonic::async_trait]
@@ -105,12 +98,7 @@ impl Lease for LeaseService {
             // Ends when the client closes its side or goes away.
             while let Ok(Some(req)) = requests.message().await {
                 let header = current_header(&shared);
-                let granted = shared
-                    .keyspace
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .lease(req.id)
-                    .map(|l| l.ttl_s);
+                let granted = shared.read_keyspace().lease(req.id).map(|l| l.ttl_s);
                 // Unknown or expired: TTL 0, not an error (as etcd).
                 let ttl = match granted {
                     Some(ttl) if shared.lessor.renew(req.id, Instant::now()) => ttl,
@@ -136,11 +124,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
         let header = current_header(&self.shared);
-        let ks = self
-            .shared
-            .keyspace
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ks = self.shared.read_keyspace();
         let Some(lease) = ks.lease(req.id) else {
             // Unknown: TTL -1, no error (as etcd).
             return Ok(Response::new(LeaseTimeToLiveResponse {
@@ -178,9 +162,7 @@ impl Lease for LeaseService {
         let header = current_header(&self.shared);
         let mut leases: Vec<LeaseStatus> = self
             .shared
-            .keyspace
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_keyspace()
             .lease_ids()
             .map(|id| LeaseStatus { id })
             .collect();

@@ -39,6 +39,12 @@ pub fn propose_status(e: ProposeError) -> Status {
     }
 }
 
+/// An applied answer of another kind than the command (a bug).
+#[must_use]
+pub fn mismatch() -> Status {
+    Status::internal("applied answer does not match the command")
+}
+
 /// Fills the header fields the edge owns (etcd's `header.fill`): cluster
 /// id, member id, raft term. The revision comes from the keyspace.
 pub fn fill_header(shared: &Shared, header: &mut Option<ResponseHeader>) {
@@ -51,11 +57,7 @@ pub fn fill_header(shared: &Shared, header: &mut Option<ResponseHeader>) {
 /// A header at the current revision.
 #[must_use]
 pub fn current_header(shared: &Shared) -> Option<ResponseHeader> {
-    let revision = shared
-        .keyspace
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .revision();
+    let revision = shared.read_keyspace().revision();
     let mut h = Some(ResponseHeader {
         revision,
         ..Default::default()

@@ -158,20 +158,11 @@ impl StreamTask {
                     // What was queued before this request goes out first
                     // (a progress answer must not trail a later create's
                     // replay).
-                    let mut step = Ok(());
-                    if matches!(r.request_union, Some(RequestUnion::CreateRequest(_))) {
-                        for _ in 0..msgs.len() {
-                            match msgs.try_recv() {
-                                Ok(m) => {
-                                    step = self.on_msg(m).await;
-                                    if step.is_err() {
-                                        break;
-                                    }
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                    }
+                    let step = if matches!(r.request_union, Some(RequestUnion::CreateRequest(_))) {
+                        self.send_queued(&mut msgs).await
+                    } else {
+                        Ok(())
+                    };
                     match step {
                         Ok(()) => self.on_request(r).await,
                         Err(g) => Err(g),
@@ -222,11 +213,7 @@ impl StreamTask {
     }
 
     fn current_revision(&self) -> i64 {
-        self.shared
-            .keyspace
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .revision()
+        self.shared.read_keyspace().revision()
     }
 
     async fn send(&self, resp: WatchResponse) -> Result<(), Gone> {
@@ -302,11 +289,7 @@ impl StreamTask {
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
         };
         let (current, compacted) = {
-            let ks = self
-                .shared
-                .keyspace
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ks = self.shared.read_keyspace();
             (ks.revision(), ks.compact_revision())
         };
         let header = self.header(current);
@@ -348,11 +331,7 @@ impl StreamTask {
         resync: bool,
     ) -> Result<(), Gone> {
         let (events, upto, compacted) = {
-            let ks = self
-                .shared
-                .keyspace
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ks = self.shared.read_keyspace();
             // Never past the published revision (see `WatchHub::read_gap`).
             let r = ks.revision().min(self.shared.watch.published());
             let range = ferrocd_core::KeyRange::new(&spec.range.key, &spec.range.range_end);
@@ -537,18 +516,24 @@ impl StreamTask {
         Ok(())
     }
 
-    /// Replays fallen-behind watchers from history. The victims are listed
-    /// first, then everything already queued is sent: a victim's queued
-    /// messages all predate its fall (the hub queues nothing for it after),
-    /// so they go out before its replay and order is kept.
-    async fn catch_up_victims(&mut self, msgs: &mut mpsc::Receiver<StreamMsg>) -> Result<(), Gone> {
-        let victims = self.shared.watch.victims(self.sid);
+    /// Sends what is queued right now (not what arrives meanwhile).
+    async fn send_queued(&mut self, msgs: &mut mpsc::Receiver<StreamMsg>) -> Result<(), Gone> {
         for _ in 0..msgs.len() {
             match msgs.try_recv() {
                 Ok(m) => self.on_msg(m).await?,
                 Err(_) => break,
             }
         }
+        Ok(())
+    }
+
+    /// Replays fallen-behind watchers from history. The victims are listed
+    /// first, then everything already queued is sent: a victim's queued
+    /// messages all predate its fall (the hub queues nothing for it after),
+    /// so they go out before its replay and order is kept.
+    async fn catch_up_victims(&mut self, msgs: &mut mpsc::Receiver<StreamMsg>) -> Result<(), Gone> {
+        let victims = self.shared.watch.victims(self.sid);
+        self.send_queued(msgs).await?;
         for v in victims {
             if self.watches.contains_key(&v.watch_id) {
                 self.replay_then_register(v.watch_id, v.spec, v.next_rev, true)
@@ -588,10 +573,7 @@ impl StreamTask {
 /// etcd reads `prev_kv` at `mod_revision - 1` when sending (none for a
 /// create event, or when that revision is compacted away).
 fn fill_prev_kvs(shared: &SharedRef, events: &mut [Event]) {
-    let ks = shared
-        .keyspace
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ks = shared.read_keyspace();
     for e in events {
         let Some(kv) = &e.kv else { continue };
         let is_create = e.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision;
