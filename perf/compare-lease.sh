@@ -129,16 +129,7 @@ mkdir -p perf/results
 OUT=$(results_path "-lease")
 # median_table FILE "col:name ..." -> rows of medians per workload, etcd vs ferrocd
 median_table() {
-    awk -F'\t' -v cols="$2" '
-        function median(key,   n, i, j, t, a) {
-            n = cnt[key]
-            for (i = 1; i <= n; i++) a[i] = val[key, i]
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-            if (n == 0) return "n/a"
-            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
-        function ratio(a, b) { return (a == "n/a" || b == "n/a" || a == 0) ? "n/a" : sprintf("%.2f", b / a) }
-        function fmt(v) { return (v == "n/a") ? v : sprintf("%.1f", v) }
+    awk -F'\t' -v cols="$2" "$AWK_MEDIANS"'
         BEGIN { nc = split(cols, cs, " ") }
         {
             if (!($1 in seen)) { seen[$1] = 1; order[++nw] = $1 }

@@ -115,17 +115,7 @@ OUT=$(results_path "")
     echo
     echo "| workload | etcd req/s | ferrocd req/s | ratio | etcd p50 µs | ferrocd p50 µs | ratio | etcd p99 µs | ferrocd p99 µs | ratio | etcd server CPU µs/op | ferrocd server CPU µs/op | ratio |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    awk -F'\t' '
-        function median(key,   n, i, j, t, a) {
-            n = cnt[key]
-            for (i = 1; i <= n; i++) a[i] = val[key, i]
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-            if (n == 0) return "n/a"
-            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
-        function add(w, s, m, v) { if (v == "n/a" || v == "") return; k = w SUBSEP s SUBSEP m; val[k, ++cnt[k]] = v }
-        function ratio(a, b) { return (a == "n/a" || b == "n/a" || a == 0) ? "n/a" : sprintf("%.2f", b / a) }
-        function fmt(v) { return (v == "n/a") ? v : sprintf("%.1f", v) }
+    awk -F'\t' "$AWK_MEDIANS"'
         {
             if (!($1 in seen)) { seen[$1] = 1; order[++nw] = $1 }
             add($1, $2, "rps", $4); add($1, $2, "p50", $5); add($1, $2, "p99", $6); add($1, $2, "cpu", $8)

@@ -41,6 +41,23 @@ cleanup() {
     rm -rf "$WORK"
 }
 
+# awk functions the result tables share: add(workload, server, metric,
+# value) collects a run's value; median(workload SUBSEP server SUBSEP
+# metric), ratio(etcd, ferrocd) and fmt(v) summarize. Prepend to a program.
+# shellcheck disable=SC2016
+AWK_MEDIANS='
+        function median(key,   n, i, j, t, a) {
+            n = cnt[key]
+            for (i = 1; i <= n; i++) a[i] = val[key, i]
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            if (n == 0) return "n/a"
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function add(w, s, m, v) { if (v == "n/a" || v == "") return; k = w SUBSEP s SUBSEP m; val[k, ++cnt[k]] = v }
+        function ratio(a, b) { return (a == "n/a" || b == "n/a" || a == 0) ? "n/a" : sprintf("%.2f", b / a) }
+        function fmt(v) { return (v == "n/a") ? v : sprintf("%.1f", v) }
+'
+
 READY_TIMEOUT_S=30
 STOP_TIMEOUT_S=10
 SERVER_PID=
