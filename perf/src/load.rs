@@ -1,12 +1,23 @@
-//! The load generator (`put`, `range`), modelled on etcd's `benchmark`
-//! tool: `--clients` concurrent requests spread round-robin over `--conns`
-//! HTTP/2 connections (tonic `Channel`s), each client issuing its next
-//! request as soon as the previous one is answered, until `--total`
-//! requests were issued or `--duration` seconds passed.
+//! The load generator (`put`, `range`, `txn-put`, `mixed`), modelled on
+//! etcd's `benchmark` tool: `--clients` concurrent requests spread
+//! round-robin over `--conns` HTTP/2 connections (tonic `Channel`s), each
+//! client issuing its next request as soon as the previous one is answered
+//! (or, with `--rate`, at its scheduled time), until `--total` requests were
+//! issued or `--duration` seconds passed.
+//!
+//! Workloads: `put` (random keys, or key i for request i with
+//! `--sequential`); `range` (single-key get of pre-put keys, linearizable or
+//! serializable); `txn-put`, the Kubernetes optimistic update (Txn: if
+//! mod_revision(key) == the revision last seen for it, put, else get it), the
+//! last seen revisions shared by all clients like a watch cache; `mixed`
+//! (`--read-percent` gets, the rest puts, over pre-put keys).
 //!
 //! Every answer is checked (a put must carry a header with revision > 0; a
-//! range must return exactly the key asked for, with its value and count 1);
-//! a wrong answer counts as the error kind `wrong-answer`. Latency of the
+//! range must return exactly the key asked for, with its value and count 1;
+//! a txn-put that succeeded must report a revision above the one compared,
+//! one that failed must return the key with a different mod_revision); a
+//! wrong answer counts as the error kind `wrong-answer`. Failed compares
+//! are correct answers and are counted as conflicts. Latency of the
 //! correct answers goes into an HDR histogram (1 µs .. 60 s, 3 significant
 //! digits). The generator's own CPU (getrusage user+sys) and, given
 //! `--server-pid`, the server's CPU (/proc/PID/stat utime+stime) are measured
@@ -17,13 +28,17 @@
 //! always stops by itself.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 use ferrocd_proto::etcdserverpb::{
-    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    request_op::Request,
+    response_op::Response,
+    Compare, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
@@ -31,7 +46,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::args::Flags;
 
 pub const USAGE: &str = "\
-usage: ferrocd-perf put|range [flags]
+usage: ferrocd-perf put|range|txn-put|mixed [flags]
   --endpoints LIST      comma list of host:port or http://host:port (default 127.0.0.1:2379)
   --conns N             HTTP/2 connections (default 1)
   --clients N           concurrent requests in flight, spread over conns (default 1)
@@ -39,8 +54,14 @@ usage: ferrocd-perf put|range [flags]
   --duration SECS       run for SECS seconds instead of --total
   --key-size B          key bytes (default 8)
   --val-size B          value bytes (default 8)
-  --key-space N         distinct keys (default 100000 for put; range puts N keys first, default 1000)
-  --consistency s|l     range only: serializable or linearizable (default l)
+  --key-space N         distinct keys (default 100000 for put and txn-put; range and
+                        mixed put N keys first, default 1000)
+  --consistency s|l     range and mixed reads: serializable or linearizable (default l)
+  --read-percent P      mixed only: percent of requests that are gets (default 50)
+  --rate R              issue R requests/s in all (each at its scheduled time) instead
+                        of as fast as answers come back
+  --sequential          put only: request i writes key i (fills the key space once
+                        with --total = --key-space)
   --server-pid PID      also report the server's CPU per request
   --threads N           tokio worker threads; 0 = current-thread runtime (default 0)
   --stall-secs S        abort if no request completes for S seconds (default 10)
@@ -56,11 +77,13 @@ const VALUED: &[&str] = &[
     "--val-size",
     "--key-space",
     "--consistency",
+    "--read-percent",
+    "--rate",
     "--server-pid",
     "--threads",
     "--stall-secs",
 ];
-const SWITCHES: &[&str] = &["--json"];
+const SWITCHES: &[&str] = &["--json", "--sequential"];
 
 const TOTAL_DEFAULT: u64 = 10_000;
 const KEY_SPACE_PUT_DEFAULT: usize = 100_000;
@@ -70,6 +93,8 @@ const CLIENTS_MAX: usize = 100_000;
 const KEY_SPACE_MAX: usize = 100_000_000;
 const VAL_SIZE_MAX_BYTES: usize = 1 << 20;
 const THREADS_MAX: usize = 64;
+const READ_PERCENT_DEFAULT: u8 = 50;
+const RATE_MAX: f64 = 10_000_000.0;
 const STALL_SECS_DEFAULT: u64 = 10;
 pub(crate) const LATENCY_MAX_US: u64 = 60_000_000;
 pub(crate) const LATENCY_SIGFIG: u8 = 3;
@@ -82,7 +107,14 @@ const ERROR_KIND_MAX_CHARS: usize = 200;
 #[derive(Clone, Copy)]
 enum Op {
     Put,
-    Range { serializable: bool },
+    Range {
+        serializable: bool,
+    },
+    TxnPut,
+    Mixed {
+        read_percent: u8,
+        serializable: bool,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -100,6 +132,8 @@ struct Config {
     key_size: usize,
     val_size: usize,
     key_space: usize,
+    rate: Option<f64>,
+    sequential: bool,
     server_pid: Option<i32>,
     threads: usize,
     stall: Duration,
@@ -109,16 +143,40 @@ struct Config {
 impl Config {
     fn parse(cmd: &str, args: &[String]) -> Result<Config, String> {
         let f = Flags::parse(args, VALUED, SWITCHES)?;
-        let op = match (cmd, f.raw("--consistency")) {
-            ("put", None) => Op::Put,
-            ("put", Some(_)) => return Err("--consistency is for range".into()),
-            ("range", None | Some("l")) => Op::Range {
-                serializable: false,
+        let serializable = match f.raw("--consistency") {
+            None | Some("l") => false,
+            Some("s") => true,
+            Some(c) => return Err(format!("--consistency must be s or l, not {c:?}")),
+        };
+        let op = match cmd {
+            "put" => Op::Put,
+            "range" => Op::Range { serializable },
+            "txn-put" => Op::TxnPut,
+            "mixed" => Op::Mixed {
+                read_percent: f.get("--read-percent", READ_PERCENT_DEFAULT)?,
+                serializable,
             },
-            ("range", Some("s")) => Op::Range { serializable: true },
-            ("range", Some(c)) => return Err(format!("--consistency must be s or l, not {c:?}")),
             _ => return Err(format!("unknown command {cmd:?}")),
         };
+        if f.raw("--consistency").is_some() && !matches!(op, Op::Range { .. } | Op::Mixed { .. }) {
+            return Err("--consistency is for range and mixed".into());
+        }
+        if f.raw("--read-percent").is_some() && !matches!(op, Op::Mixed { .. }) {
+            return Err("--read-percent is for mixed".into());
+        }
+        if let Op::Mixed { read_percent, .. } = op {
+            in_range("--read-percent", read_percent.into(), 0, 100)?;
+        }
+        let sequential = f.switch("--sequential");
+        if sequential && !matches!(op, Op::Put) {
+            return Err("--sequential is for put".into());
+        }
+        let rate = f.opt::<f64>("--rate")?;
+        if let Some(r) = rate {
+            if !(r > 0.0 && r <= RATE_MAX) {
+                return Err(format!("--rate must be > 0 and <= {RATE_MAX}"));
+            }
+        }
         let endpoints = f
             .raw("--endpoints")
             .unwrap_or("127.0.0.1:2379")
@@ -140,8 +198,8 @@ impl Config {
             (None, None) => Stop::Total(TOTAL_DEFAULT),
         };
         let key_space_default = match op {
-            Op::Put => KEY_SPACE_PUT_DEFAULT,
-            Op::Range { .. } => KEY_SPACE_RANGE_DEFAULT,
+            Op::Put | Op::TxnPut => KEY_SPACE_PUT_DEFAULT,
+            Op::Range { .. } | Op::Mixed { .. } => KEY_SPACE_RANGE_DEFAULT,
         };
         let cfg = Config {
             op,
@@ -152,6 +210,8 @@ impl Config {
             key_size: f.get("--key-size", 8)?,
             val_size: f.get("--val-size", 8)?,
             key_space: f.get("--key-space", key_space_default)?,
+            rate,
+            sequential,
             server_pid: f.opt("--server-pid")?,
             threads: f.get("--threads", 0)?,
             stall: Duration::from_secs(f.get("--stall-secs", STALL_SECS_DEFAULT)?.max(1)),
@@ -191,7 +251,7 @@ pub(crate) fn endpoint_uri(e: &str) -> Result<String, String> {
     Ok(format!("http://{host_port}"))
 }
 
-/// Entry point for `put` and `range`.
+/// Entry point for `put`, `range`, `txn-put` and `mixed`.
 pub fn main(cmd: &str, args: &[String]) -> Result<(), String> {
     let cfg = Config::parse(cmd, args)?;
     let rt = if cfg.threads == 0 {
@@ -217,6 +277,8 @@ pub fn main(cmd: &str, args: &[String]) -> Result<(), String> {
 /// What one request came back with.
 enum Outcome {
     Correct,
+    /// A correct answer to a txn-put whose compare failed.
+    Conflict,
     Wrong,
     Failed(tonic::Status),
 }
@@ -226,6 +288,7 @@ enum Outcome {
 struct Stats {
     hist: Histogram<u64>,
     ok: u64,
+    conflicts: u64,
     errors: HashMap<String, u64>,
 }
 
@@ -235,6 +298,7 @@ impl Stats {
             hist: Histogram::new_with_bounds(1, LATENCY_MAX_US, LATENCY_SIGFIG)
                 .expect("valid histogram bounds"),
             ok: 0,
+            conflicts: 0,
             errors: HashMap::new(),
         }
     }
@@ -243,6 +307,11 @@ impl Stats {
         match outcome {
             Outcome::Correct => {
                 self.ok += 1;
+                self.hist.saturating_record(us.max(1));
+            }
+            Outcome::Conflict => {
+                self.ok += 1;
+                self.conflicts += 1;
                 self.hist.saturating_record(us.max(1));
             }
             Outcome::Wrong => *self.errors.entry("wrong-answer".into()).or_default() += 1,
@@ -256,10 +325,16 @@ struct Shared {
     op: Op,
     keys: Arc<Vec<Vec<u8>>>,
     value: Arc<Vec<u8>>,
+    /// txn-put: the mod_revision last seen for each key (0: none yet),
+    /// shared by all clients like a Kubernetes watch cache.
+    seen_mod_revs: Arc<Vec<AtomicI64>>,
     /// Key `i` for ticket `i` (populating) instead of a random key.
     sequential: bool,
     total: u64,
     deadline: Option<Instant>,
+    /// With `--rate`: ticket `t` is sent at `start + t / rate`.
+    rate: Option<f64>,
+    start: Instant,
     issued: AtomicU64,
     done: AtomicU64,
     running: AtomicUsize,
@@ -304,29 +379,116 @@ fn range_ok(r: &RangeResponse, key: &[u8], value: &[u8]) -> bool {
         && r.kvs[0].value == value
 }
 
-async fn call(kv: &mut KvClient<Channel>, op: Op, key: &[u8], value: &[u8]) -> Outcome {
-    match op {
-        Op::Put => {
-            let req = PutRequest {
+/// The Kubernetes optimistic update of `key`: put if its mod_revision is
+/// still `seen`, else get it.
+fn txn_put_request(key: &[u8], value: &[u8], seen: i64) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            result: CompareResult::Equal as i32,
+            target: CompareTarget::Mod as i32,
+            key: key.to_vec(),
+            target_union: Some(TargetUnion::ModRevision(seen)),
+            ..Default::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(Request::RequestPut(PutRequest {
                 key: key.to_vec(),
                 value: value.to_vec(),
                 ..Default::default()
-            };
-            match kv.put(req).await {
-                Ok(r) if put_ok(r.get_ref()) => Outcome::Correct,
-                Ok(_) => Outcome::Wrong,
-                Err(s) => Outcome::Failed(s),
+            })),
+        }],
+        failure: vec![RequestOp {
+            request: Some(Request::RequestRange(RangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            })),
+        }],
+    }
+}
+
+/// Checks a txn-put answer; returns the key's mod_revision it shows (the
+/// txn's revision when the put happened) and whether the compare failed.
+/// `None`: a wrong answer.
+fn txn_put_check(r: &TxnResponse, key: &[u8], value: &[u8], seen: i64) -> Option<(i64, bool)> {
+    let rev = r.header.as_ref().map(|h| h.revision)?;
+    let op = r.responses.first().and_then(|o| o.response.as_ref());
+    if r.responses.len() != 1 {
+        return None;
+    }
+    match op? {
+        Response::ResponsePut(p) if r.succeeded && header_ok(&p.header) && rev > seen => {
+            Some((rev, false))
+        }
+        Response::ResponseRange(g)
+            if !r.succeeded
+                && g.count == 1
+                && g.kvs.len() == 1
+                && g.kvs[0].key == key
+                && g.kvs[0].value == value
+                && g.kvs[0].mod_revision != seen
+                && g.kvs[0].mod_revision <= rev =>
+        {
+            Some((g.kvs[0].mod_revision, true))
+        }
+        _ => None,
+    }
+}
+
+async fn put(kv: &mut KvClient<Channel>, key: &[u8], value: &[u8]) -> Outcome {
+    let req = PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ..Default::default()
+    };
+    match kv.put(req).await {
+        Ok(r) if put_ok(r.get_ref()) => Outcome::Correct,
+        Ok(_) => Outcome::Wrong,
+        Err(s) => Outcome::Failed(s),
+    }
+}
+
+async fn get(kv: &mut KvClient<Channel>, key: &[u8], value: &[u8], serializable: bool) -> Outcome {
+    let req = RangeRequest {
+        key: key.to_vec(),
+        serializable,
+        ..Default::default()
+    };
+    match kv.range(req).await {
+        Ok(r) if range_ok(r.get_ref(), key, value) => Outcome::Correct,
+        Ok(_) => Outcome::Wrong,
+        Err(s) => Outcome::Failed(s),
+    }
+}
+
+async fn call(kv: &mut KvClient<Channel>, sh: &Shared, idx: usize, rng: &mut u64) -> Outcome {
+    let (key, value) = (&sh.keys[idx], &sh.value[..]);
+    match sh.op {
+        Op::Put => put(kv, key, value).await,
+        Op::Range { serializable } => get(kv, key, value, serializable).await,
+        Op::Mixed {
+            read_percent,
+            serializable,
+        } => {
+            if xorshift(rng) % 100 < u64::from(read_percent) {
+                get(kv, key, value, serializable).await
+            } else {
+                put(kv, key, value).await
             }
         }
-        Op::Range { serializable } => {
-            let req = RangeRequest {
-                key: key.to_vec(),
-                serializable,
-                ..Default::default()
-            };
-            match kv.range(req).await {
-                Ok(r) if range_ok(r.get_ref(), key, value) => Outcome::Correct,
-                Ok(_) => Outcome::Wrong,
+        Op::TxnPut => {
+            let seen = sh.seen_mod_revs[idx].load(Ordering::Relaxed);
+            match kv.txn(txn_put_request(key, value, seen)).await {
+                Ok(r) => match txn_put_check(r.get_ref(), key, value, seen) {
+                    Some((mod_rev, conflict)) => {
+                        sh.seen_mod_revs[idx].fetch_max(mod_rev, Ordering::Relaxed);
+                        if conflict {
+                            Outcome::Conflict
+                        } else {
+                            Outcome::Correct
+                        }
+                    }
+                    None => Outcome::Wrong,
+                },
                 Err(s) => Outcome::Failed(s),
             }
         }
@@ -338,13 +500,16 @@ async fn client(mut kv: KvClient<Channel>, sh: Arc<Shared>, stats: Arc<Mutex<Sta
     let n = sh.keys.len() as u64;
     while let Some(ticket) = sh.ticket() {
         let idx = if sh.sequential {
-            ticket
+            ticket % n
         } else {
             xorshift(&mut rng) % n
         };
-        let key = &sh.keys[idx as usize];
+        if let Some(rate) = sh.rate {
+            let at = sh.start + Duration::from_secs_f64(ticket as f64 / rate);
+            tokio::time::sleep_until(at.into()).await;
+        }
         let start = Instant::now();
-        let outcome = call(&mut kv, sh.op, key, &sh.value).await;
+        let outcome = call(&mut kv, &sh, idx as usize, &mut rng).await;
         let us = start.elapsed().as_micros() as u64;
         sh.done.fetch_add(1, Ordering::Relaxed);
         stats.lock().expect("stats lock").record(outcome, us);
@@ -359,11 +524,15 @@ struct Phase {
     elapsed: Duration,
     hist: Histogram<u64>,
     ok: u64,
+    /// Correct txn-put answers whose compare failed.
+    conflicts: u64,
     errors: Vec<(String, u64)>,
     /// Clients aborted by the watchdog, each with one request unanswered.
     stalled: usize,
     client_cpu: Duration,
     server_cpu: Option<Duration>,
+    /// The server's VmRSS when the phase ended.
+    server_rss_bytes: Option<u64>,
     /// CPU time the whole machine spent busy (all processes, irq, steal).
     machine_busy: Duration,
     /// CPU time the hypervisor took from this VM.
@@ -436,14 +605,17 @@ async fn run_phase(
         (Some(pid), Some(before)) => proc_cpu(pid).ok().map(|c| c.saturating_sub(before)),
         _ => None,
     };
+    let server_rss_bytes = server_pid.and_then(|pid| crate::watch::rss_bytes(pid).ok());
     let mut hist = Stats::new().hist;
     let mut ok = 0;
+    let mut conflicts = 0;
     let mut errors: HashMap<String, u64> = HashMap::new();
     for st in stats {
         let st = st.lock().expect("stats lock");
         hist.add(&st.hist)
             .map_err(|e| format!("histogram: {e:?}"))?;
         ok += st.ok;
+        conflicts += st.conflicts;
         for (k, n) in &st.errors {
             *errors.entry(k.clone()).or_default() += n;
         }
@@ -454,10 +626,12 @@ async fn run_phase(
         elapsed,
         hist,
         ok,
+        conflicts,
         errors,
         stalled,
         client_cpu,
         server_cpu,
+        server_rss_bytes,
         machine_busy,
         steal,
     })
@@ -521,14 +695,21 @@ async fn run(cfg: &Config) -> Result<Report, String> {
     let kvs = connect(cfg).await?;
     let keys = Arc::new(make_keys(cfg));
     let value: Arc<Vec<u8>> = Arc::new((0..cfg.val_size).map(|i| b'a' + (i % 26) as u8).collect());
-    let shared = |op, sequential, total, deadline| {
+    let seen_mod_revs: Arc<Vec<AtomicI64>> = Arc::new(match cfg.op {
+        Op::TxnPut => (0..cfg.key_space).map(|_| AtomicI64::new(0)).collect(),
+        _ => Vec::new(),
+    });
+    let shared = |op, sequential, total, deadline, rate| {
         Arc::new(Shared {
             op,
             keys: keys.clone(),
             value: value.clone(),
+            seen_mod_revs: seen_mod_revs.clone(),
             sequential,
             total,
             deadline,
+            rate,
+            start: Instant::now(),
             issued: AtomicU64::new(0),
             done: AtomicU64::new(0),
             running: AtomicUsize::new(0),
@@ -536,8 +717,8 @@ async fn run(cfg: &Config) -> Result<Report, String> {
         })
     };
     let mut populate = None;
-    if let Op::Range { .. } = cfg.op {
-        let sh = shared(Op::Put, true, cfg.key_space as u64, None);
+    if let Op::Range { .. } | Op::Mixed { .. } = cfg.op {
+        let sh = shared(Op::Put, true, cfg.key_space as u64, None, None);
         let p = run_phase(&kvs, cfg.clients, sh, cfg.stall, None).await?;
         if let Some((kind, n)) = p.errors.first() {
             return Err(format!(
@@ -548,8 +729,14 @@ async fn run(cfg: &Config) -> Result<Report, String> {
         populate = Some((p.ok, p.elapsed));
     }
     let sh = match cfg.stop {
-        Stop::Total(n) => shared(cfg.op, false, n, None),
-        Stop::Duration(d) => shared(cfg.op, false, u64::MAX, Some(Instant::now() + d)),
+        Stop::Total(n) => shared(cfg.op, cfg.sequential, n, None, cfg.rate),
+        Stop::Duration(d) => shared(
+            cfg.op,
+            cfg.sequential,
+            u64::MAX,
+            Some(Instant::now() + d),
+            cfg.rate,
+        ),
     };
     let phase = run_phase(&kvs, cfg.clients, sh, cfg.stall, cfg.server_pid).await?;
     Ok(Report { populate, phase })
@@ -654,6 +841,14 @@ impl Report {
             Op::Range {
                 serializable: false,
             } => ("range", Some("l")),
+            Op::TxnPut => ("txn-put", None),
+            Op::Mixed {
+                serializable: true, ..
+            } => ("mixed", Some("s")),
+            Op::Mixed {
+                serializable: false,
+                ..
+            } => ("mixed", Some("l")),
         }
     }
 
@@ -715,7 +910,7 @@ impl Report {
 \"threads\":{},\"key_size\":{},\"val_size\":{},\"key_space\":{},\"populate\":{populate},\
 \"requests\":{completed},\"ok\":{},\"errors\":{},\"error_kinds\":{{{}}},\"stalled\":{},\
 \"elapsed_s\":{:.3},\"rps\":{:.1},\"latency_us\":{{{}}},\"client_cpu_us_per_req\":{:.2},\
-\"server_pid\":{},\"server_cpu_us_per_req\":{server},\"other_cpu_cores\":{other:.2},\"steal_cores\":{steal:.2}}}",
+\"server_pid\":{},\"server_cpu_us_per_req\":{server},\"server_rss_bytes\":{},\"conflicts\":{},\"rate\":{},\"read_percent\":{},\"other_cpu_cores\":{other:.2},\"steal_cores\":{steal:.2}}}",
             consistency.map_or("null".to_string(), |c| format!("\"{c}\"")),
             endpoints.join(","),
             cfg.conns,
@@ -733,6 +928,13 @@ impl Report {
             lat.join(","),
             per_req_us(p.client_cpu, completed),
             opt_num(cfg.server_pid),
+            p.server_rss_bytes.map_or("null".to_string(), |v| v.to_string()),
+            p.conflicts,
+            cfg.rate.map_or("null".to_string(), |r| r.to_string()),
+            match cfg.op {
+                Op::Mixed { read_percent, .. } => read_percent.to_string(),
+                _ => "null".into(),
+            },
         )
     }
 
@@ -757,7 +959,19 @@ impl Report {
             cfg.val_size,
             cfg.key_space
         );
+        if let Some(r) = cfg.rate {
+            out += &format!("offered rate: {r} req/s\n");
+        }
+        if let Op::Mixed { read_percent, .. } = cfg.op {
+            out += &format!("reads: {read_percent}%\n");
+        }
         out += &format!("throughput: {:.1} req/s (correct answers)\n", self.rps());
+        if let Op::TxnPut = cfg.op {
+            out += &format!(
+                "conflicts: {} (compare failed, key read instead)\n",
+                p.conflicts
+            );
+        }
         let lat: Vec<String> = self.lat().iter().map(|(k, v)| format!("{k} {v}")).collect();
         out += &format!(
             "latency us: {}, mean {:.1}\n",
@@ -788,6 +1002,9 @@ impl Report {
                 "server CPU (pid {pid}): {:.2} us/req (utime+stime)\n",
                 per_req_us(c, completed)
             );
+        }
+        if let Some(rss) = p.server_rss_bytes {
+            out += &format!("server RSS at the end: {:.1} MiB\n", rss as f64 / 1048576.0);
         }
         let (other, steal) = self.other_and_steal_cores();
         let whose = if cfg.server_pid.is_some() {
@@ -864,6 +1081,99 @@ mod tests {
         assert!(!range_ok(&resp(vec![kv(b"j", b"v")], 1), b"k", b"v"));
         assert!(!range_ok(&resp(vec![], 0), b"k", b"v"));
         assert!(!range_ok(&resp(vec![kv(b"k", b"v")], 2), b"k", b"v"));
+    }
+
+    #[test]
+    fn new_workloads_parse_and_refuse_misplaced_flags() {
+        let c = Config::parse("txn-put", &[]).unwrap();
+        assert!(matches!(c.op, Op::TxnPut));
+        assert_eq!(c.key_space, KEY_SPACE_PUT_DEFAULT);
+        let c = Config::parse(
+            "mixed",
+            &args(&[
+                "--read-percent",
+                "90",
+                "--consistency",
+                "s",
+                "--rate",
+                "500",
+            ]),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.op,
+            Op::Mixed {
+                read_percent: 90,
+                serializable: true
+            }
+        ));
+        assert_eq!(c.rate, Some(500.0));
+        assert!(Config::parse("mixed", &args(&["--read-percent", "101"])).is_err());
+        assert!(Config::parse("put", &args(&["--read-percent", "5"])).is_err());
+        assert!(Config::parse("txn-put", &args(&["--consistency", "s"])).is_err());
+        assert!(Config::parse("range", &args(&["--sequential"])).is_err());
+        assert!(
+            Config::parse("put", &args(&["--sequential"]))
+                .unwrap()
+                .sequential
+        );
+        assert!(Config::parse("put", &args(&["--rate", "0"])).is_err());
+        assert!(Config::parse("put", &args(&["--rate", "nan"])).is_err());
+    }
+
+    #[test]
+    fn txn_put_answers_are_checked() {
+        use ferrocd_proto::etcdserverpb::ResponseOp;
+        use ferrocd_proto::mvccpb::KeyValue;
+        let header = |revision| {
+            Some(ResponseHeader {
+                revision,
+                ..Default::default()
+            })
+        };
+        let put_ok = TxnResponse {
+            header: header(9),
+            succeeded: true,
+            responses: vec![ResponseOp {
+                response: Some(Response::ResponsePut(PutResponse {
+                    header: header(9),
+                    ..Default::default()
+                })),
+            }],
+        };
+        assert_eq!(txn_put_check(&put_ok, b"k", b"v", 4), Some((9, false)));
+        // A put that claims a revision not above the compared one is wrong.
+        assert_eq!(txn_put_check(&put_ok, b"k", b"v", 9), None);
+        let got = |mod_revision, key: &[u8]| TxnResponse {
+            header: header(12),
+            succeeded: false,
+            responses: vec![ResponseOp {
+                response: Some(Response::ResponseRange(RangeResponse {
+                    header: header(12),
+                    count: 1,
+                    kvs: vec![KeyValue {
+                        key: key.to_vec(),
+                        value: b"v".to_vec(),
+                        mod_revision,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+            }],
+        };
+        assert_eq!(
+            txn_put_check(&got(11, b"k"), b"k", b"v", 4),
+            Some((11, true))
+        );
+        // A failed compare must show a different mod_revision, of that key.
+        assert_eq!(txn_put_check(&got(4, b"k"), b"k", b"v", 4), None);
+        assert_eq!(txn_put_check(&got(11, b"j"), b"k", b"v", 4), None);
+        assert_eq!(txn_put_check(&TxnResponse::default(), b"k", b"v", 4), None);
+        let req = txn_put_request(b"k", b"v", 4);
+        assert_eq!(
+            req.compare[0].target_union,
+            Some(TargetUnion::ModRevision(4))
+        );
     }
 
     #[test]

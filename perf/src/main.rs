@@ -10,11 +10,14 @@
 //!   leases kept alive over a few streams; `lease-expire`: put latency
 //!   while many leases expire at once (see `lease.rs`, `lease_expire.rs`);
 //!   `perf/compare-lease.sh` runs both against etcd and ferrocd.
+//! - `chart`: latency against throughput as an SVG, from the compare
+//!   scripts' TSV (see `chart.rs`).
 //! - `fsync-floor`: times pwrite + fdatasync of one block into a
 //!   preallocated file (the cost every acknowledged write pays at least
 //!   once).
 
 mod args;
+mod chart;
 mod lease;
 mod lease_expire;
 mod load;
@@ -35,27 +38,30 @@ fn main() {
     let cmd = args.first().map(String::as_str).unwrap_or("");
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "{}\n{}\n{}\n{}\n{USAGE_FSYNC}",
+            "{}\n{}\n{}\n{}\n{USAGE_FSYNC}\n{}",
             load::USAGE,
             watch::USAGE,
             lease::USAGE,
-            lease_expire::USAGE
+            lease_expire::USAGE,
+            chart::USAGE
         );
         return;
     }
     let result = match cmd {
         "fsync-floor" => fsync_floor(&args[1..]),
-        "put" | "range" => load::main(cmd, &args[1..]),
+        "chart" => chart::main(&args[1..]),
+        "put" | "range" | "txn-put" | "mixed" => load::main(cmd, &args[1..]),
         "watch" => watch::main(&args[1..]),
         "lease-keepalive" => lease::main(&args[1..]),
         "lease-expire" => lease_expire::main(&args[1..]),
         _ => {
             eprintln!(
-                "{}\n{}\n{}\n{}\n{USAGE_FSYNC}",
+                "{}\n{}\n{}\n{}\n{USAGE_FSYNC}\n{}",
                 load::USAGE,
                 watch::USAGE,
                 lease::USAGE,
-                lease_expire::USAGE
+                lease_expire::USAGE,
+                chart::USAGE
             );
             std::process::exit(2);
         }

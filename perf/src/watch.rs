@@ -280,7 +280,7 @@ fn decode_value(v: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// VmRSS of `pid` in bytes.
-fn rss_bytes(pid: i32) -> Result<u64, String> {
+pub(crate) fn rss_bytes(pid: i32) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     status
