@@ -79,10 +79,16 @@ impl Doorbell {
             libc::poll(fds.as_mut_ptr(), 2, timeout_ms);
         }
         self.parked.store(false, Ordering::SeqCst);
-        let mut buf = 0u64;
-        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN is fine.
-        unsafe {
-            libc::read(self.fd.as_raw_fd(), (&raw mut buf).cast(), 8);
+        // Drain the bell only when it rang: a wake-up by `other` (a WAL
+        // completion) or by the timeout would pay a read syscall for
+        // nothing. A ring landing after the poll stays counted in the
+        // eventfd, so the next park's poll returns at once and drains it.
+        if fds[0].revents != 0 {
+            let mut buf = 0u64;
+            // SAFETY: reads at most 8 bytes into a live u64; EAGAIN is fine.
+            unsafe {
+                libc::read(self.fd.as_raw_fd(), (&raw mut buf).cast(), 8);
+            }
         }
     }
 }

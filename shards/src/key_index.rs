@@ -107,6 +107,7 @@ impl KeyIndex {
             Some(live) => (live.create_revision, live.version + 1),
             None => (rev.main, 1),
         };
+        self.reserve_one();
         self.versions.push(Version {
             rev,
             create_revision,
@@ -124,6 +125,7 @@ impl KeyIndex {
             return false;
         }
         self.assert_after(rev);
+        self.reserve_one();
         self.versions.push(Version {
             rev,
             create_revision: 0,
@@ -149,8 +151,23 @@ impl KeyIndex {
                 n - 1
             };
             self.versions.drain(..keep_from);
+            // Most keys keep one version after a compaction; give back
+            // what their history used.
+            if self.versions.capacity() >= 4 * self.versions.len().max(1) {
+                self.versions.shrink_to_fit();
+            }
         }
         self.versions.is_empty()
+    }
+
+    /// Room for one more version. Most keys hold one version: Vec's first
+    /// growth would reserve four (288 bytes instead of 72 per key), and
+    /// growth after that doubles from the length actually used.
+    fn reserve_one(&mut self) {
+        if self.versions.len() == self.versions.capacity() {
+            let extra = self.versions.len().max(1);
+            self.versions.reserve_exact(extra);
+        }
     }
 
     fn assert_after(&self, rev: Rev) {
@@ -188,6 +205,21 @@ mod tests {
         assert!(k.tombstone(r(5)));
         k.put(r(7), Bytes::from_static(b"c"), 0);
         k
+    }
+
+    #[test]
+    fn a_key_with_one_version_holds_room_for_one() {
+        let mut k = KeyIndex::default();
+        k.put(r(2), Bytes::from_static(b"a"), 0);
+        assert_eq!(k.versions.capacity(), 1);
+        for main in 3..=9 {
+            k.put(r(main), Bytes::from_static(b"b"), 0);
+        }
+        assert_eq!(k.versions.len(), 8);
+        assert!(k.versions.capacity() <= 16);
+        assert!(!k.compact(9));
+        assert_eq!(k.versions.len(), 1);
+        assert!(k.versions.capacity() < 4, "compaction gives history back");
     }
 
     fn value_at(k: &KeyIndex, at: i64) -> Option<&'static str> {
