@@ -64,5 +64,5 @@ inferno-flamegraph --title "ferrocd $WORKLOAD (${LOAD}), commit $COMMIT$DIRTY" \
     <"$WORK/folded.txt" >"$OUT"
 echo "== wrote $OUT"
 echo "== hottest symbols, self time (perf report --no-children)"
-perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-    grep -E '^ +[0-9]' | head -25
+perf report -i "$WORK/perf.data" --no-children -g none --sort symbol --stdio 2>/dev/null |
+    grep -E '^ +[0-9]' | sed -E 's/ +(- +)*$//' | cut -c1-160 | head -25
