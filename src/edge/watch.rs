@@ -311,13 +311,17 @@ impl StreamTask {
                 sent_since_tick: false,
             },
         );
-        // etcd 3.4 treats a negative start like 0 (from now).
-        let start = c.start_revision.max(0);
+        // etcd keeps any non-zero start as the watcher's minimum revision:
+        // below the compaction point (-1 before the first compaction, so
+        // every negative start but -1 then) it is canceled for compaction.
+        // -1 with nothing compacted reads no history in etcd (the key of
+        // revision -1 sorts after every revision) and goes live: from now.
+        let start = c.start_revision;
         if start != 0 && start < compacted {
             self.kill(id);
             return self.send_compacted(id, compacted).await;
         }
-        let from = if start == 0 { current + 1 } else { start };
+        let from = if start <= 0 { current + 1 } else { start };
         self.replay_then_register(id, spec, from, false).await
     }
 
