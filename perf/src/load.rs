@@ -44,6 +44,7 @@ use hdrhistogram::Histogram;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args::Flags;
+use crate::grpc;
 
 pub const USAGE: &str = "\
 usage: ferrocd-perf put|range|txn-put|mixed [flags]
@@ -64,6 +65,7 @@ usage: ferrocd-perf put|range|txn-put|mixed [flags]
                         with --total = --key-space)
   --server-pid PID      also report the server's CPU per request
   --threads N           tokio worker threads; 0 = current-thread runtime (default 0)
+  --transport h2|tonic  h2: the lean client in grpc.rs (default); tonic: tonic's Channel
   --stall-secs S        abort if no request completes for S seconds (default 10)
   --json                print one JSON object";
 
@@ -82,6 +84,7 @@ const VALUED: &[&str] = &[
     "--server-pid",
     "--threads",
     "--stall-secs",
+    "--transport",
 ];
 const SWITCHES: &[&str] = &["--json", "--sequential"];
 
@@ -117,6 +120,12 @@ enum Op {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Transport {
+    H2,
+    Tonic,
+}
+
 #[derive(Clone, Copy)]
 enum Stop {
     Total(u64),
@@ -136,6 +145,7 @@ struct Config {
     sequential: bool,
     server_pid: Option<i32>,
     threads: usize,
+    transport: Transport,
     stall: Duration,
     json: bool,
 }
@@ -214,6 +224,11 @@ impl Config {
             sequential,
             server_pid: f.opt("--server-pid")?,
             threads: f.get("--threads", 0)?,
+            transport: match f.raw("--transport").unwrap_or("h2") {
+                "h2" => Transport::H2,
+                "tonic" => Transport::Tonic,
+                t => return Err(format!("--transport must be h2 or tonic, not {t:?}")),
+            },
             stall: Duration::from_secs(f.get("--stall-secs", STALL_SECS_DEFAULT)?.max(1)),
             json: f.switch("--json"),
         };
@@ -434,33 +449,68 @@ fn txn_put_check(r: &TxnResponse, key: &[u8], value: &[u8], seen: i64) -> Option
     }
 }
 
-async fn put(kv: &mut KvClient<Channel>, key: &[u8], value: &[u8]) -> Outcome {
+/// One client's handle on its connection, over either transport.
+#[derive(Clone)]
+enum Kv {
+    Tonic(KvClient<Channel>),
+    H2 {
+        conn: grpc::Conn,
+        put: grpc::Path,
+        range: grpc::Path,
+        txn: grpc::Path,
+    },
+}
+
+impl Kv {
+    async fn put(&mut self, req: PutRequest) -> Result<PutResponse, tonic::Status> {
+        match self {
+            Kv::Tonic(c) => c.put(req).await.map(tonic::Response::into_inner),
+            Kv::H2 { conn, put, .. } => conn.unary(put, &req).await,
+        }
+    }
+
+    async fn range(&mut self, req: RangeRequest) -> Result<RangeResponse, tonic::Status> {
+        match self {
+            Kv::Tonic(c) => c.range(req).await.map(tonic::Response::into_inner),
+            Kv::H2 { conn, range, .. } => conn.unary(range, &req).await,
+        }
+    }
+
+    async fn txn(&mut self, req: TxnRequest) -> Result<TxnResponse, tonic::Status> {
+        match self {
+            Kv::Tonic(c) => c.txn(req).await.map(tonic::Response::into_inner),
+            Kv::H2 { conn, txn, .. } => conn.unary(txn, &req).await,
+        }
+    }
+}
+
+async fn put(kv: &mut Kv, key: &[u8], value: &[u8]) -> Outcome {
     let req = PutRequest {
         key: key.to_vec(),
         value: value.to_vec(),
         ..Default::default()
     };
     match kv.put(req).await {
-        Ok(r) if put_ok(r.get_ref()) => Outcome::Correct,
+        Ok(r) if put_ok(&r) => Outcome::Correct,
         Ok(_) => Outcome::Wrong,
         Err(s) => Outcome::Failed(s),
     }
 }
 
-async fn get(kv: &mut KvClient<Channel>, key: &[u8], value: &[u8], serializable: bool) -> Outcome {
+async fn get(kv: &mut Kv, key: &[u8], value: &[u8], serializable: bool) -> Outcome {
     let req = RangeRequest {
         key: key.to_vec(),
         serializable,
         ..Default::default()
     };
     match kv.range(req).await {
-        Ok(r) if range_ok(r.get_ref(), key, value) => Outcome::Correct,
+        Ok(r) if range_ok(&r, key, value) => Outcome::Correct,
         Ok(_) => Outcome::Wrong,
         Err(s) => Outcome::Failed(s),
     }
 }
 
-async fn call(kv: &mut KvClient<Channel>, sh: &Shared, idx: usize, rng: &mut u64) -> Outcome {
+async fn call(kv: &mut Kv, sh: &Shared, idx: usize, rng: &mut u64) -> Outcome {
     let (key, value) = (&sh.keys[idx], &sh.value[..]);
     match sh.op {
         Op::Put => put(kv, key, value).await,
@@ -478,7 +528,7 @@ async fn call(kv: &mut KvClient<Channel>, sh: &Shared, idx: usize, rng: &mut u64
         Op::TxnPut => {
             let seen = sh.seen_mod_revs[idx].load(Ordering::Relaxed);
             match kv.txn(txn_put_request(key, value, seen)).await {
-                Ok(r) => match txn_put_check(r.get_ref(), key, value, seen) {
+                Ok(r) => match txn_put_check(&r, key, value, seen) {
                     Some((mod_rev, conflict)) => {
                         sh.seen_mod_revs[idx].fetch_max(mod_rev, Ordering::Relaxed);
                         if conflict {
@@ -495,7 +545,7 @@ async fn call(kv: &mut KvClient<Channel>, sh: &Shared, idx: usize, rng: &mut u64
     }
 }
 
-async fn client(mut kv: KvClient<Channel>, sh: Arc<Shared>, stats: Arc<Mutex<Stats>>, seed: u64) {
+async fn client(mut kv: Kv, sh: Arc<Shared>, stats: Arc<Mutex<Stats>>, seed: u64) {
     let mut rng = seed;
     let n = sh.keys.len() as u64;
     while let Some(ticket) = sh.ticket() {
@@ -546,7 +596,7 @@ impl Phase {
 }
 
 async fn run_phase(
-    kvs: &[KvClient<Channel>],
+    kvs: &[Kv],
     clients: usize,
     sh: Arc<Shared>,
     stall: Duration,
@@ -658,11 +708,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn connect(cfg: &Config) -> Result<Vec<KvClient<Channel>>, String> {
+async fn connect(cfg: &Config) -> Result<Vec<Kv>, String> {
     let mut kvs = Vec::with_capacity(cfg.conns);
     for i in 0..cfg.conns {
         let uri = &cfg.endpoints[i % cfg.endpoints.len()];
-        kvs.push(KvClient::new(connect_channel(uri).await?));
+        kvs.push(match cfg.transport {
+            Transport::Tonic => Kv::Tonic(KvClient::new(connect_channel(uri).await?)),
+            Transport::H2 => {
+                let conn = grpc::Conn::connect(uri).await?;
+                Kv::H2 {
+                    put: conn.path("/etcdserverpb.KV/Put")?,
+                    range: conn.path("/etcdserverpb.KV/Range")?,
+                    txn: conn.path("/etcdserverpb.KV/Txn")?,
+                    conn,
+                }
+            }
+        });
     }
     Ok(kvs)
 }

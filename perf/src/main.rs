@@ -18,6 +18,7 @@
 
 mod args;
 mod chart;
+mod grpc;
 mod lease;
 mod lease_expire;
 mod load;
