@@ -78,11 +78,14 @@ stop_server() {
     wait "$pid" 2>/dev/null || true
 }
 
-port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
+# A port no socket uses in any state. Ports are picked below the kernel's
+# ephemeral range (32768+ by default), where the load generator's own client
+# sockets would otherwise collide with a server's listener.
+port_free() { ! ss -Htan "sport = :$1" | grep -q .; }
 pick_ports() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 20000))
+        p=$((20000 + RANDOM % 12000))
         if port_free "$p" && port_free $((p + 1)); then
             echo "$p $((p + 1))"
             return
