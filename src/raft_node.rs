@@ -508,18 +508,19 @@ impl<I: WalIo> RaftNode<I> {
         Ok(true)
     }
 
-    /// Hands a copy of the keyspace (as of the applied index) to the
-    /// snapshot thread; the log is compacted when it reports back.
+    /// Starts an image of the keyspace as of the applied index, which the
+    /// snapshot thread copies and saves; the log is compacted when it
+    /// reports back.
     fn snapshot(&mut self, term: u64) {
         if !self.snapshotter.idle() {
             return;
         }
-        let keyspace = self.shared.read_keyspace().clone();
+        let image = self.shared.read_keyspace().image_builder();
         let meta = SnapshotMeta {
             index: self.applied_index,
             term,
         };
-        self.snapshotter.start_job(meta, keyspace);
+        self.snapshotter.start_job(meta, image);
         self.bytes_since_snapshot = 0;
     }
 

@@ -1,15 +1,22 @@
-//! Saves keyspace snapshots on a thread of its own, so the Raft loop only
-//! pays for a copy of the keyspace (values are shared, refcounted bytes),
-//! not for encoding, writing and fsyncing the image.
+//! Saves keyspace snapshots on a thread of its own, so the Raft loop pays
+//! neither for copying the keyspace nor for encoding, writing and fsyncing
+//! the image.
 //!
 //! Protocol: at most [`SNAPSHOTS_IN_FLIGHT_MAX`] job at a time. The Raft
-//! thread sends the keyspace as of applied index `index`; this thread
-//! writes `{index}.snap` durably, removes older snapshots and reports back;
-//! only then does the Raft thread compact its log and release WAL segments
-//! up to `index`.
+//! thread starts an [`ImageBuilder`] right after applying index `index`
+//! (it records the revision, compaction point and leases: no key is
+//! copied). This thread copies the keys at or below that revision
+//! [`SNAPSHOT_CHUNK_KEYS_MAX`] at a time, each chunk under the keyspace's
+//! read lock, so the Raft thread waits at most one chunk to apply instead
+//! of copying every key itself. It then
+//! writes `{index}.snap` durably, removes older snapshots and reports
+//! back; only then does the Raft thread compact its log and release WAL
+//! segments up to `index`. A compaction applied during the copy abandons
+//! the job (reported as no snapshot); the Raft thread starts another one
+//! at its next applied entry.
 
 use crate::shared::Shared;
-use ferrocd_shards::Keyspace;
+use ferrocd_shards::ImageBuilder;
 use ferrocd_wal::snapshot::{SnapshotDir, SnapshotMeta};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -18,6 +25,9 @@ use std::time::Instant;
 
 /// Snapshots being saved at once.
 pub const SNAPSHOTS_IN_FLIGHT_MAX: usize = 1;
+/// Keys copied per hold of the keyspace's read lock (about a millisecond
+/// with 256-byte values on this machine).
+pub const SNAPSHOT_CHUNK_KEYS_MAX: usize = 4096;
 
 /// A saved snapshot.
 #[derive(Debug)]
@@ -30,13 +40,13 @@ pub struct Saved {
 
 struct Job {
     meta: SnapshotMeta,
-    keyspace: Keyspace,
+    image: ImageBuilder,
 }
 
 /// Handle of the snapshot thread.
 pub struct Snapshotter {
     jobs: Option<SyncSender<Job>>,
-    done: Receiver<Result<Saved, String>>,
+    done: Receiver<Result<Option<Saved>, String>>,
     thread: Option<std::thread::JoinHandle<()>>,
     in_flight: usize,
 }
@@ -59,8 +69,24 @@ impl Snapshotter {
             .spawn(move || {
                 for job in rx {
                     let started = Instant::now();
-                    let image = job.keyspace.to_image();
-                    drop(job.keyspace);
+                    let mut image = job.image;
+                    let copied = loop {
+                        let ks = shared.read_keyspace();
+                        match image.add_chunk(&ks, SNAPSHOT_CHUNK_KEYS_MAX) {
+                            Ok(false) => {}
+                            Ok(true) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    if let Err(e) = copied {
+                        tracing::info!(index = job.meta.index, reason = %e, "snapshot abandoned");
+                        if tx.send(Ok(None)).is_err() {
+                            return;
+                        }
+                        shared.doorbell.ring();
+                        continue;
+                    }
+                    let image = image.finish();
                     let keys = image.keys.len();
                     let r = snaps
                         .save(job.meta, &image)
@@ -80,10 +106,10 @@ impl Snapshotter {
                                 took_ms = started.elapsed().as_millis() as u64,
                                 "saved snapshot"
                             );
-                            Saved {
+                            Some(Saved {
                                 index: job.meta.index,
                                 file_bytes,
-                            }
+                            })
                         });
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
@@ -106,11 +132,11 @@ impl Snapshotter {
         self.in_flight < SNAPSHOTS_IN_FLIGHT_MAX
     }
 
-    /// Hands over a copy of the keyspace as of `meta.index`.
+    /// Starts saving the image begun right after applying `meta.index`.
     ///
     /// # Panics
     /// When not [`Snapshotter::idle`] (a caller bug).
-    pub fn start_job(&mut self, meta: SnapshotMeta, keyspace: Keyspace) {
+    pub fn start_job(&mut self, meta: SnapshotMeta, image: ImageBuilder) {
         assert!(self.idle(), "snapshot job while one is in flight");
         self.in_flight += 1;
         // The thread only stops after reporting a failure, which the Raft
@@ -119,10 +145,10 @@ impl Snapshotter {
             .jobs
             .as_ref()
             .expect("running")
-            .send(Job { meta, keyspace });
+            .send(Job { meta, image });
     }
 
-    /// A finished job, if any.
+    /// A finished job, if any (`None` also for an abandoned one).
     ///
     /// # Errors
     /// A failed save (the caller stops the process).
@@ -130,7 +156,7 @@ impl Snapshotter {
         match self.done.try_recv() {
             Ok(r) => {
                 self.in_flight -= 1;
-                r.map(Some)
+                r
             }
             Err(TryRecvError::Empty) => Ok(None),
             Err(TryRecvError::Disconnected) if self.in_flight > 0 => {

@@ -70,39 +70,170 @@ pub enum ImageError {
     },
 }
 
-impl Keyspace {
-    /// Captures the keyspace as an image.
+/// Why a chunked image was abandoned.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a compaction to {now} ran while the image at compaction point {started} was copied")]
+pub struct ImageCompacted {
+    /// Compaction point when the image started.
+    pub started: i64,
+    /// Compaction point now.
+    pub now: i64,
+}
+
+/// Where a shard's walk stands.
+#[derive(Clone, Debug)]
+enum Cursor {
+    Start,
+    After(Vec<u8>),
+    Done,
+}
+
+/// An image of the keyspace at one revision, copied a chunk of keys at a
+/// time while writes go on, so that the writer waits for one chunk, not
+/// for a copy of every key.
+///
+/// Why the pieces add up to one consistent image: writes after the
+/// image's revision `R` only add versions above `R` (a put or a delete
+/// appends; a new key has nothing at or below `R`), so each key's
+/// versions at or below `R` stay exactly what they were at `R`. Only a
+/// compaction removes versions; the builder notices it (the compaction
+/// point moved) and the caller starts over. Leases are copied when the
+/// builder starts (they are small and change outside MVCC).
+///
+/// Worked example, chunks of one key: at R = 3 the store holds a@2 and
+/// b@3. Chunk 1 copies a@2. A client then puts b@4 and c@5. Chunk 2
+/// copies b's versions at or below 3 (b@3, not b@4); chunk 3 finds c with
+/// nothing at or below 3 and skips it. The image is {a@2, b@3} at
+/// revision 3, the same as a copy of everything at R.
+#[derive(Debug)]
+pub struct ImageBuilder {
+    revision: i64,
+    compact_revision: i64,
+    leases: Vec<(i64, i64)>,
+    cursors: Vec<Cursor>,
+    keys: Vec<KeyImage>,
+}
+
+fn version_image(v: &Version) -> VersionImage {
+    VersionImage {
+        main: v.rev.main,
+        sub: v.rev.sub,
+        create_revision: v.create_revision,
+        version: v.version,
+        lease: v.lease,
+        value: v.value.to_vec(),
+    }
+}
+
+impl ImageBuilder {
+    /// The revision the image captures.
     #[must_use]
-    pub fn to_image(&self) -> KeyspaceImage {
-        let mut keys: Vec<KeyImage> = self
-            .shards()
-            .iter()
-            .flat_map(|s| s.iter())
-            .map(|(key, index)| KeyImage {
-                key: key.to_vec(),
-                versions: index
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Copies up to `keys_max` more keys of `ks` (the keyspace the builder
+    /// started from, possibly written to since). Returns true once every
+    /// key is copied.
+    ///
+    /// # Errors
+    /// [`ImageCompacted`] when a compaction ran since the start: the image
+    /// can no longer be completed; start a new one.
+    ///
+    /// # Panics
+    /// If `ks` has a different shard count (not the keyspace it started
+    /// from) or its revision went backwards.
+    pub fn add_chunk(&mut self, ks: &Keyspace, keys_max: usize) -> Result<bool, ImageCompacted> {
+        assert_eq!(ks.shards().len(), self.cursors.len(), "another keyspace");
+        assert!(ks.revision() >= self.revision, "revision went backwards");
+        if ks.compact_revision() != self.compact_revision {
+            return Err(ImageCompacted {
+                started: self.compact_revision,
+                now: ks.compact_revision(),
+            });
+        }
+        let mut budget = keys_max;
+        for (shard, cursor) in ks.shards().iter().zip(self.cursors.iter_mut()) {
+            if budget == 0 {
+                break;
+            }
+            let after = match cursor {
+                Cursor::Done => continue,
+                Cursor::Start => None,
+                Cursor::After(k) => Some(k.as_slice()),
+            };
+            let mut last = None;
+            let mut walk = shard.iter_after(after);
+            for (key, index) in walk.by_ref().take(budget) {
+                budget -= 1;
+                last = Some(key);
+                let versions: Vec<VersionImage> = index
                     .versions()
                     .iter()
-                    .map(|v| VersionImage {
-                        main: v.rev.main,
-                        sub: v.rev.sub,
-                        create_revision: v.create_revision,
-                        version: v.version,
-                        lease: v.lease,
-                        value: v.value.to_vec(),
-                    })
-                    .collect(),
-            })
-            .collect();
+                    .take_while(|v| v.rev.main <= self.revision)
+                    .map(version_image)
+                    .collect();
+                if !versions.is_empty() {
+                    self.keys.push(KeyImage {
+                        key: key.to_vec(),
+                        versions,
+                    });
+                }
+            }
+            *cursor = match (last, walk.next()) {
+                (_, None) => Cursor::Done,
+                (Some(k), Some(_)) => Cursor::After(k.to_vec()),
+                (None, Some(_)) => cursor.clone(),
+            };
+        }
+        Ok(self.cursors.iter().all(|c| matches!(c, Cursor::Done)))
+    }
+
+    /// The image, once [`ImageBuilder::add_chunk`] returned true.
+    ///
+    /// # Panics
+    /// If keys remain to be copied.
+    #[must_use]
+    pub fn finish(self) -> KeyspaceImage {
+        assert!(
+            self.cursors.iter().all(|c| matches!(c, Cursor::Done)),
+            "image finished before every key was copied"
+        );
+        let mut keys = self.keys;
         keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        KeyspaceImage {
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            keys,
+            leases: self.leases,
+        }
+    }
+}
+
+impl Keyspace {
+    /// Starts an image of the keyspace as it is now (see [`ImageBuilder`]).
+    #[must_use]
+    pub fn image_builder(&self) -> ImageBuilder {
         let mut leases: Vec<(i64, i64)> = self.leases().map(|(id, l)| (id, l.ttl_s)).collect();
         leases.sort_unstable();
-        KeyspaceImage {
+        ImageBuilder {
             revision: self.revision(),
             compact_revision: self.compact_revision(),
-            keys,
             leases,
+            cursors: vec![Cursor::Start; self.shards().len()],
+            keys: Vec::new(),
         }
+    }
+
+    /// Captures the keyspace as an image, all at once.
+    #[must_use]
+    pub fn to_image(&self) -> KeyspaceImage {
+        let mut b = self.image_builder();
+        let done = b
+            .add_chunk(self, usize::MAX)
+            .expect("nothing ran in between");
+        assert!(done, "one unbounded chunk copies every key");
+        b.finish()
     }
 
     /// Rebuilds a keyspace of `shard_count` shards from an image.
@@ -203,6 +334,86 @@ mod tests {
                 assert_eq!(restored.range(&req), ks.range(&req));
             }
         }
+    }
+
+    fn put(ks: &mut Keyspace, key: &[u8], value: &[u8], lease: i64) {
+        ks.put(&PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_chunked_image_equals_a_copy_taken_at_its_revision() {
+        for chunk in [1, 3, 7, 1000] {
+            let mut ks = Keyspace::new(3);
+            ks.lease_grant(7, 60).unwrap();
+            for i in 0..40u8 {
+                put(
+                    &mut ks,
+                    &[b'k', i % 23],
+                    &[i],
+                    if i % 5 == 0 { 7 } else { 0 },
+                );
+            }
+            ks.delete_range(&DeleteRangeRequest {
+                key: vec![b'k', 4],
+                ..Default::default()
+            })
+            .unwrap();
+            ks.compact(&CompactionRequest {
+                revision: 10,
+                physical: false,
+            })
+            .unwrap();
+            let at_start = ks.clone().to_image();
+            let mut b = ks.image_builder();
+            let mut round = 0u8;
+            while !b.add_chunk(&ks, chunk).unwrap() {
+                // Writes between chunks: overwrites, new keys (before and
+                // after the cursors), deletes, lease changes.
+                round = round.wrapping_add(1);
+                put(&mut ks, &[b'k', round % 30], b"later", 0);
+                put(&mut ks, &[b'a', round], b"new", 0);
+                put(&mut ks, &[b'z', round], b"new", 0);
+                ks.delete_range(&DeleteRangeRequest {
+                    key: vec![b'k', round.wrapping_mul(7) % 23],
+                    ..Default::default()
+                })
+                .unwrap();
+                if round == 2 {
+                    ks.lease_revoke(7).unwrap();
+                    ks.lease_grant(8, 30).unwrap();
+                }
+            }
+            assert!(round > 0 || chunk == 1000);
+            assert_eq!(b.finish(), at_start, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_compaction_mid_image_abandons_it() {
+        let mut ks = Keyspace::new(2);
+        for i in 0..10u8 {
+            put(&mut ks, &[i], b"v", 0);
+        }
+        let mut b = ks.image_builder();
+        assert!(!b.add_chunk(&ks, 2).unwrap());
+        ks.compact(&CompactionRequest {
+            revision: 5,
+            physical: false,
+        })
+        .unwrap();
+        assert_eq!(
+            b.add_chunk(&ks, 2),
+            Err(ImageCompacted {
+                started: -1,
+                now: 5
+            })
+        );
     }
 
     #[test]

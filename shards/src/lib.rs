@@ -20,7 +20,10 @@ mod shard;
 pub mod events;
 pub mod lease;
 pub use events::event_of;
-pub use image::{ArchivedKeyspaceImage, ImageError, KeyImage, KeyspaceImage, VersionImage};
+pub use image::{
+    ArchivedKeyspaceImage, ImageBuilder, ImageCompacted, ImageError, KeyImage, KeyspaceImage,
+    VersionImage,
+};
 pub use key_index::{KeyIndex, Rev, Version};
 pub use keyspace::Keyspace;
 pub use range_merge::{merge_by_key, RangeAnswer};

@@ -161,6 +161,22 @@ impl Shard {
         self.keys.iter().map(|(k, v)| (k.as_slice(), v))
     }
 
+    /// Keys after `after` (all keys for `None`) in key order, with their
+    /// versions: the resumable walk of a chunked snapshot.
+    pub fn iter_after<'a>(
+        &'a self,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = (&'a [u8], &'a KeyIndex)> + 'a {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.keys
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .map(|(k, v)| (k.as_slice(), v))
+    }
+
     /// Restores one key's versions (snapshot load).
     pub fn restore_key(&mut self, key: Vec<u8>, index: KeyIndex) {
         let prior = self.keys.insert(key, index);
