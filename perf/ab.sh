@@ -7,7 +7,8 @@
 #   perf/ab.sh BEFORE_BIN AFTER_BIN [ferrocd-perf workload args...]
 #   e.g. perf/ab.sh /tmp/ferrocd-old target/release/ferrocd put --conns 8 --clients 256
 #
-# Knobs: DURATION=10, ROUNDS=3, QUIET_WAIT_S=5 (see compare.sh).
+# Knobs: DURATION=10, ROUNDS=3, QUIET_WAIT_S=5 (see compare.sh); STOP
+# replaces "--duration $DURATION" (e.g. STOP="--total 1000000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -32,29 +33,30 @@ for round in $(seq "$ROUNDS"); do
         if [[ $side == before ]]; then FERROCD=$BEFORE; else FERROCD=$AFTER; fi
         wait_quiet
         start_server ferrocd "$side-$round"
-        "$PERF" "$@" --duration "$DURATION" --endpoints "127.0.0.1:$CLIENT_PORT" \
+        # shellcheck disable=SC2086 # STOP is a word list
+        "$PERF" "$@" ${STOP:---duration $DURATION} --endpoints "127.0.0.1:$CLIENT_PORT" \
             --server-pid "$SERVER_PID" --json >"$WORK/$side-$round.json"
         stop_server
         jq -r --arg s "$side" --arg r "$round" \
-            '[$s, $r, .rps, .latency_us.p50, .latency_us.p99, .server_cpu_us_per_req, .client_cpu_us_per_req, .errors, .other_cpu_cores] | @tsv' \
+            '[$s, $r, .rps, .latency_us.p50, .latency_us.p99, .server_cpu_us_per_req, .client_cpu_us_per_req, .errors, .other_cpu_cores, .latency_us["p99.9"], .latency_us.max] | @tsv' \
             "$WORK/$side-$round.json" >>"$RUNS"
         tail -1 "$RUNS"
     done
 done
 echo
-echo "\`perf/ab.sh $BEFORE $AFTER $*\` (DURATION=$DURATION ROUNDS=$ROUNDS), $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "\`perf/ab.sh $BEFORE $AFTER $*\` (${STOP:-DURATION=$DURATION} ROUNDS=$ROUNDS), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
-echo "| side | round | req/s | p50 µs | p99 µs | server CPU µs/op | generator CPU µs/op | errors | other CPU |"
-echo "|---|---|---|---|---|---|---|---|---|"
-awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' "$RUNS"
+echo "| side | round | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/op | generator CPU µs/op | errors | other CPU |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $10, $11, $6, $7, $8, $9}' "$RUNS"
 echo
 echo "| median | before | after | after / before |"
 echo "|---|---|---|---|"
 awk -F'\t' "$AWK_MEDIANS"'
-    { add("x", $1, "req/s", $3); add("x", $1, "p50 µs", $4); add("x", $1, "p99 µs", $5); add("x", $1, "server CPU µs/op", $6) }
+    { add("x", $1, "req/s", $3); add("x", $1, "p50 µs", $4); add("x", $1, "p99 µs", $5); add("x", $1, "p99.9 µs", $10); add("x", $1, "server CPU µs/op", $6) }
     END {
-        split("req/s,p50 µs,p99 µs,server CPU µs/op", ms, ",")
-        for (m = 1; m <= 4; m++) {
+        split("req/s,p50 µs,p99 µs,p99.9 µs,server CPU µs/op", ms, ",")
+        for (m = 1; m <= 5; m++) {
             b = median("x" SUBSEP "before" SUBSEP ms[m]); a = median("x" SUBSEP "after" SUBSEP ms[m])
             printf "| %s | %s | %s | %s |\n", ms[m], fmt(b), fmt(a), ratio(b, a)
         }

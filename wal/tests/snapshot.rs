@@ -69,6 +69,47 @@ fn round_trip_on_disk() {
 }
 
 #[test]
+fn images_larger_than_a_write_chunk_round_trip_and_are_removed() {
+    // About 19 MiB of values: several write-back chunks on save and several
+    // trim steps on removal, on a real directory (sync_file_range, set_len).
+    let big = State {
+        revision: 9,
+        kvs: (0..300)
+            .map(|i| Kv {
+                key: format!("key-{i}"),
+                value: vec![(i % 251) as u8; 64 * 1024],
+                mod_revision: i,
+            })
+            .collect(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut snaps = SnapshotDir::open(dir.path()).unwrap();
+    snaps.save(meta(10), &big).unwrap();
+    let bytes = std::fs::metadata(dir.path().join(snapshot_name(10)))
+        .unwrap()
+        .len();
+    assert!(bytes > 4 * ferrocd_wal::snapshot::SNAPSHOT_WRITE_CHUNK_BYTES as u64);
+    assert!(bytes > ferrocd_wal::snapshot::SNAPSHOT_TRIM_STEP_BYTES);
+    let loaded = snaps.load::<State>().unwrap().unwrap();
+    assert_eq!(loaded.deserialize().unwrap(), big);
+    snaps.save(meta(11), &state(3)).unwrap();
+    assert_eq!(
+        snaps.remove_older_than(11).unwrap(),
+        vec![snapshot_name(10)]
+    );
+    assert!(!dir.path().join(snapshot_name(10)).exists());
+    assert_eq!(
+        snaps
+            .load::<State>()
+            .unwrap()
+            .unwrap()
+            .deserialize()
+            .unwrap(),
+        state(3)
+    );
+}
+
+#[test]
 fn newest_wins_and_older_can_be_removed() {
     let dir = tempfile::tempdir().unwrap();
     let mut snaps = SnapshotDir::open(dir.path()).unwrap();

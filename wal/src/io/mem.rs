@@ -381,6 +381,15 @@ impl FileSystem for MemFs {
         Ok(())
     }
 
+    fn trim(&mut self, file: FileId, len: u64) -> io::Result<()> {
+        let mut st = self.st();
+        let ino = st.inode_of(file)?;
+        if (ino.data.len() as u64) > len {
+            ino.set_len(len as usize);
+        }
+        Ok(())
+    }
+
     fn write_at(&mut self, file: FileId, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut st = self.st();
         st.inode_of(file)?;

@@ -46,6 +46,19 @@ pub trait FileSystem {
     fn write_at(&mut self, file: FileId, offset: u64, data: &[u8]) -> io::Result<()>;
     /// fsync: data and metadata (size) of the file become durable.
     fn sync(&mut self, file: FileId) -> io::Result<()>;
+    /// Shrinks an open file to `len` bytes (no-op when it is shorter),
+    /// freeing the blocks past it.
+    fn trim(&mut self, file: FileId, len: u64) -> io::Result<()>;
+    /// Writes `len` bytes at `offset` back to the device and waits for
+    /// them, without a journal commit or metadata (Linux
+    /// `sync_file_range`). A bulk writer calls it every few MiB so that its
+    /// dirty pages never pile up behind another file's fdatasync. Not a
+    /// durability point (`sync` is); backends without page caches do
+    /// nothing.
+    fn write_back(&mut self, file: FileId, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (file, offset, len);
+        Ok(())
+    }
     /// Renames within the directory (atomic replace). Durable after [`FileSystem::sync_dir`].
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()>;
     /// Removes a file. Durable after [`FileSystem::sync_dir`].

@@ -135,6 +135,33 @@ impl FileSystem for StdFs {
         self.file(file)?.sync_all()
     }
 
+    fn trim(&mut self, file: FileId, len: u64) -> io::Result<()> {
+        let f = self.file(file)?;
+        if f.metadata()?.len() > len {
+            f.set_len(len)?;
+        }
+        Ok(())
+    }
+
+    fn write_back(&mut self, file: FileId, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let fd = self.file(file)?.as_raw_fd();
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let (Ok(offset), Ok(len)) = (
+            libc::off64_t::try_from(offset),
+            libc::off64_t::try_from(len),
+        ) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        // SAFETY: fd is open for the lifetime of the call; no memory is passed.
+        if unsafe { libc::sync_file_range(fd, offset, len, flags) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
         std::fs::rename(self.path(from)?, self.path(to)?)
     }

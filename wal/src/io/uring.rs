@@ -168,6 +168,12 @@ impl FileSystem for UringIo {
     fn sync(&mut self, file: FileId) -> io::Result<()> {
         self.fs.sync(file)
     }
+    fn trim(&mut self, file: FileId, len: u64) -> io::Result<()> {
+        self.fs.trim(file, len)
+    }
+    fn write_back(&mut self, file: FileId, offset: u64, len: u64) -> io::Result<()> {
+        self.fs.write_back(file, offset, len)
+    }
     fn rename(&mut self, from: &str, to: &str) -> io::Result<()> {
         self.fs.rename(from, to)
     }
