@@ -122,6 +122,7 @@ impl<I: WalIo> RaftNode<I> {
             wal,
             snaps,
             snap_dir,
+            wal_dir,
             snapshot_bytes,
             ..
         } = rec;
@@ -144,8 +145,8 @@ impl<I: WalIo> RaftNode<I> {
         let durable_index = storage.last_index()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut node = RawNode::new(&raft_cfg, storage, &logger)?;
-        let snapshotter =
-            Snapshotter::start(snaps, snap_dir, shared.clone()).map_err(raft::Error::Io)?;
+        let snapshotter = Snapshotter::start(snaps, snap_dir, wal_dir, shared.clone())
+            .map_err(raft::Error::Io)?;
         node.campaign()?;
         let mut me = RaftNode {
             node,
@@ -535,10 +536,12 @@ impl<I: WalIo> RaftNode<I> {
         if let Err(e) = self.node.mut_store().wl().compact(index) {
             return Err(Fatal::new("compacting the raft log failed", &e));
         }
-        let released = match self.wal.release_to(index) {
+        let released = match self.wal.forget_to(index) {
             Ok(r) => r,
             Err(e) => return Err(Fatal::new("releasing WAL segments failed", &e)),
         };
+        let released_segments = released.len();
+        self.snapshotter.remove_segments(released);
         self.snapshot_index = index;
         // The entries applied since the snapshot was taken still count.
         self.shared.raft.db_bytes.store(
@@ -547,7 +550,7 @@ impl<I: WalIo> RaftNode<I> {
         );
         tracing::debug!(
             index,
-            released_segments = released.len(),
+            released_segments,
             "released the log up to the snapshot"
         );
         Ok(true)
@@ -672,6 +675,8 @@ mod tests {
             wal,
             snaps: SnapshotDir::open(snap_dir).unwrap(),
             snap_dir: snap_dir.to_path_buf(),
+            // Never used: these nodes do not reach a snapshot.
+            wal_dir: snap_dir.join("wal"),
             snapshot_bytes: 0,
         };
         let shared = shared();

@@ -63,6 +63,8 @@ pub struct Recovered<I: WalIo = UringIo> {
     pub snaps: SnapshotDir,
     /// Its path.
     pub snap_dir: std::path::PathBuf,
+    /// The WAL directory (the snapshot thread removes released segments).
+    pub wal_dir: std::path::PathBuf,
     /// Size of the loaded snapshot file (0 without one).
     pub snapshot_bytes: u64,
 }
@@ -190,6 +192,7 @@ pub fn recover(
         wal,
         snaps,
         snap_dir,
+        wal_dir,
         snapshot_bytes,
     })
 }

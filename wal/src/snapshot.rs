@@ -37,7 +37,7 @@ pub const SNAPSHOT_BODY_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
 /// [`SnapshotDir::save_bytes`]).
 pub const SNAPSHOT_WRITE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes freed per step when an old snapshot is removed (see
-/// `SnapshotDir::trim_gradually`).
+/// [`crate::io::remove_gradually`]).
 pub const SNAPSHOT_TRIM_STEP_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Raft position a snapshot covers.
@@ -266,26 +266,6 @@ impl<F: FileSystem> SnapshotDir<F> {
         Ok(name)
     }
 
-    /// Frees a file's blocks [`SNAPSHOT_TRIM_STEP_BYTES`] at a time from
-    /// the end before it is removed: unlinking a file of hundreds of MiB
-    /// frees all its extents in one journal transaction, which held the
-    /// WAL's fdatasync for 100-140 ms. Best effort: the removal follows
-    /// whatever happens here.
-    fn trim_gradually(&mut self, name: &str) {
-        let Ok(file) = self.fs.open(name) else {
-            return;
-        };
-        if let Ok(mut len) = self.fs.len(file) {
-            while len > 0 {
-                len = len.saturating_sub(SNAPSHOT_TRIM_STEP_BYTES);
-                if self.fs.trim(file, len).is_err() {
-                    break;
-                }
-            }
-        }
-        self.fs.close(file);
-    }
-
     /// Snapshot files present, newest (highest index) first.
     pub fn list(&mut self) -> Result<Vec<(u64, String)>, SnapshotError> {
         let mut v: Vec<(u64, String)> = self
@@ -368,8 +348,8 @@ impl<F: FileSystem> SnapshotDir<F> {
         let mut removed = Vec::new();
         for (i, name) in self.list()? {
             if i < index {
-                self.trim_gradually(&name);
-                self.fs.remove(&name).map_err(io_err("remove", &name))?;
+                crate::io::remove_gradually(&mut self.fs, &name, SNAPSHOT_TRIM_STEP_BYTES)
+                    .map_err(io_err("remove", &name))?;
                 removed.push(name);
             }
         }

@@ -573,24 +573,33 @@ impl<I: WalIo> Wal<I> {
         &self.io
     }
 
+    /// Drops the segments that only hold entries up to `index` from the
+    /// log without deleting their files, and returns their names: the
+    /// caller removes them off the hot path (an unlink of a preallocated
+    /// segment took about 70 ms on the Raft thread). Files left behind by
+    /// a crash are what [`Wal::release_to`] would also leave between a
+    /// snapshot and its release; recovery skips entries the snapshot
+    /// covers.
+    ///
+    /// # Errors
+    /// A poisoned log.
+    pub fn forget_to(&mut self, index: u64) -> Result<Vec<String>, WalError> {
+        self.check_poisoned()?;
+        let Some(keep) = self.segments.iter().rposition(|s| s.first_index <= index) else {
+            return Ok(Vec::new());
+        };
+        Ok(self.segments.drain(..keep).map(|s| s.name).collect())
+    }
+
     /// Removes segments whose records are all superseded once a snapshot at
     /// `index` exists: every segment before the last one whose first index is
     /// `<= index`. (When that segment was opened, the log was cut at its first
     /// index, so anything before it above `index` was overwritten.) The
     /// active segment is never removed. Returns the removed file names.
     pub fn release_to(&mut self, index: u64) -> Result<Vec<String>, WalError> {
-        self.check_poisoned()?;
-        let Some(keep) = self.segments.iter().rposition(|s| s.first_index <= index) else {
-            return Ok(Vec::new());
-        };
-        let mut removed = Vec::new();
-        for _ in 0..keep {
-            let name = self.segments[0].name.clone();
-            self.io
-                .remove(&name)
-                .map_err(Self::io_err("remove", &name))?;
-            self.segments.remove(0);
-            removed.push(name);
+        let removed = self.forget_to(index)?;
+        for name in &removed {
+            self.io.remove(name).map_err(Self::io_err("remove", name))?;
         }
         if !removed.is_empty() {
             self.io

@@ -508,6 +508,42 @@ fn release_removes_old_segments() {
 }
 
 #[test]
+fn forgotten_segments_stay_until_removed_and_recovery_accepts_them() {
+    let fs = MemFs::new();
+    let (mut wal, _) = open(&fs, 4096);
+    let mut all = Vec::new();
+    for b in 0..40u64 {
+        let batch = recs(b * 4 + 1, 4);
+        wal.append_sync(&batch).unwrap();
+        all.extend(batch);
+    }
+    let segs = wal.segments().to_vec();
+    let snap = segs[3].first_index + 2;
+    let forgotten = wal.forget_to(snap).unwrap();
+    assert_eq!(
+        forgotten,
+        segs[..3].iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(wal.segments(), &segs[3..]);
+    // The files are still there (the caller removes them later) ...
+    assert_eq!(wal_segments(&fs).len(), segs.len());
+    wal.append_sync(&recs(161, 4)).unwrap();
+    drop(wal);
+    fs.crash(Crash::DropUnsynced);
+    // ... and a restart before their removal reads them like any segment.
+    let (wal, r) = open(&fs, 4096);
+    drop(wal);
+    assert_eq!(r.records.first().unwrap().index, 1);
+    assert_eq!(r.records.last().unwrap().index, 164);
+    // Removing the oldest ones first keeps the rest contiguous.
+    let mut fs2 = fs.clone();
+    ferrocd_wal::io::FileSystem::remove(&mut fs2, &forgotten[0]).unwrap();
+    let (_, r) = open(&fs, 4096);
+    assert_eq!(r.records.first().unwrap().index, segs[1].first_index);
+    assert_eq!(all.len(), 160);
+}
+
+#[test]
 fn preamble_starts_every_new_segment() {
     let fs = MemFs::new();
     let (mut wal, _) = open(&fs, 4096);

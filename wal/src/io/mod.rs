@@ -85,6 +85,31 @@ pub struct IoCompletion {
     pub result: Result<(), IoFailure>,
 }
 
+/// Removes a file after freeing its blocks `step_bytes` at a time from the
+/// end: an unlink frees every extent of a large file in one ext4 journal
+/// transaction, and an fdatasync of another file (the WAL) waits for that
+/// transaction. The trimming is best effort; the removal's result is
+/// returned.
+pub fn remove_gradually<F: FileSystem + ?Sized>(
+    fs: &mut F,
+    name: &str,
+    step_bytes: u64,
+) -> io::Result<()> {
+    assert!(step_bytes > 0, "step_bytes must be positive");
+    if let Ok(file) = fs.open(name) {
+        if let Ok(mut len) = fs.len(file) {
+            while len > 0 {
+                len = len.saturating_sub(step_bytes);
+                if fs.trim(file, len).is_err() {
+                    break;
+                }
+            }
+        }
+        fs.close(file);
+    }
+    fs.remove(name)
+}
+
 /// Asynchronous batch I/O: one write followed by one fdatasync, ordered after
 /// every earlier batch (a batch starts only when the previous one is durable,
 /// which is what makes "damage followed by a later batch" mean corruption).
