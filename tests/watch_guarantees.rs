@@ -925,6 +925,10 @@ struct SlotState {
     pending_creates: VecDeque<usize>,
     /// watch id -> (logical watch, still open).
     ids: HashMap<i64, (usize, bool)>,
+    /// Ids canceled for compaction while the client's own cancel was in
+    /// flight: etcd keeps a compaction-canceled id on the stream and
+    /// answers that cancel too (one more plain cancel is expected).
+    late_cancels: std::collections::HashSet<i64>,
     active: BTreeSet<usize>,
     /// (acknowledged revision when sent, request number) of each progress
     /// request not answered yet.
@@ -1041,6 +1045,11 @@ impl World {
             };
             let desc = self.watches[lw].describe(lw);
             if !open {
+                if resp.compact_revision == 0
+                    && self.slots[slot].late_cancels.remove(&resp.watch_id)
+                {
+                    return;
+                }
                 self.violate(format!("Protocol: {desc}: canceled twice"));
                 return;
             }
@@ -1052,6 +1061,9 @@ impl World {
                     .push(format!("Protocol: {desc}: cancel response carries events"));
             }
             if resp.compact_revision != 0 {
+                if w.state == WState::CancelRequested {
+                    self.slots[slot].late_cancels.insert(resp.watch_id);
+                }
                 w.state = WState::Compacted;
                 w.incs.last_mut().expect("an incarnation").compacted_at =
                     Some(resp.compact_revision);
