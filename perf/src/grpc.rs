@@ -167,32 +167,13 @@ fn grpc_status(h: &HeaderMap) -> Option<Result<(), Status>> {
     let msg = h
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(percent_decode)
+        .map(ferrocd_proto::grpc_message_decode)
         .unwrap_or_default();
     Some(Err(Status::new(Code::from_i32(code), msg)))
 }
 
 fn h2_status(e: h2::Error) -> Status {
     Status::unavailable(format!("h2: {e}"))
-}
-
-/// gRPC's `grpc-message` percent-decoding (invalid escapes kept as is).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -213,6 +194,6 @@ mod tests {
         let s = grpc_status(&h).unwrap().unwrap_err();
         assert_eq!(s.code(), Code::InvalidArgument);
         assert_eq!(s.message(), "etcdserver: key is not provided!");
-        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(ferrocd_proto::grpc_message_decode("a%2"), "a%2");
     }
 }

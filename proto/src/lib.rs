@@ -71,3 +71,38 @@ pub mod grpc {
         }
     }
 }
+
+/// Decodes a `grpc-message` trailer: gRPC percent-encodes it (`%XX`);
+/// invalid escapes are kept as they are, as grpc-go does. The server
+/// rewrites some tonic errors by it and the load generator reads errors
+/// with it.
+#[must_use]
+pub fn grpc_message_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_message_decode;
+
+    #[test]
+    fn grpc_messages_are_percent_decoded() {
+        assert_eq!(grpc_message_decode("a%20b%21"), "a b!");
+        assert_eq!(grpc_message_decode("100%"), "100%");
+        assert_eq!(grpc_message_decode("%zz%2"), "%zz%2");
+    }
+}

@@ -249,7 +249,7 @@ fn grpc_go_errors(resp: http::Response<TonicBody>, path: &str) -> http::Response
     };
     match header("grpc-status") {
         "11" => {
-            let msg = percent_decode(header("grpc-message"));
+            let msg = ferrocd_proto::grpc_message_decode(header("grpc-message"));
             if !msg.contains("decoded message length too large") {
                 return resp;
             }
@@ -271,25 +271,6 @@ fn grpc_go_errors(resp: http::Response<TonicBody>, path: &str) -> http::Response
         }
         _ => resp,
     }
-}
-
-/// gRPC's `grpc-message` percent-decoding (invalid escapes kept as is).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 type RouteFuture =
