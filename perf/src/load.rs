@@ -187,16 +187,7 @@ impl Config {
                 return Err(format!("--rate must be > 0 and <= {RATE_MAX}"));
             }
         }
-        let endpoints = f
-            .raw("--endpoints")
-            .unwrap_or("127.0.0.1:2379")
-            .split(',')
-            .filter(|e| !e.is_empty())
-            .map(endpoint_uri)
-            .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
-            return Err("--endpoints is empty".into());
-        }
+        let endpoints = crate::lease::parse_endpoints(&f)?;
         let stop = match (f.opt::<u64>("--total")?, f.opt::<f64>("--duration")?) {
             (Some(_), Some(_)) => return Err("give --total or --duration, not both".into()),
             (Some(0), _) => return Err("--total must be > 0".into()),
