@@ -8,7 +8,7 @@
 //! Raft overwrites do), and the last hard state. Committed entries after
 //! the snapshot are re-applied by the Raft loop, in order.
 
-use ferrocd_shards::{Keyspace, KeyspaceImage};
+use ferrocd_shards::{ImageHead, KeyChunk, Keyspace, KeyspaceLoader};
 use ferrocd_wal::io::{UringIo, WalIo};
 use ferrocd_wal::snapshot::SnapshotDir;
 use ferrocd_wal::{Wal, WalOptions};
@@ -100,7 +100,7 @@ pub fn recover(
     create_dir(&wal_dir)?;
 
     let mut snaps = SnapshotDir::open(&snap_dir)?;
-    let (snapshot, skipped) = snaps.load_newest_valid::<KeyspaceImage>()?;
+    let (snapshot, skipped) = snaps.load_newest_valid::<ImageHead>()?;
     for e in skipped {
         tracing::warn!(error = %e, "skipping a corrupt snapshot");
     }
@@ -110,8 +110,14 @@ pub fn recover(
     });
     let (keyspace, snap_index, snap_term) = match &snapshot {
         Some(s) => {
-            let image = s.deserialize()?;
-            let ks = Keyspace::from_image(image, shard_count)?;
+            // A chunk at a time: the file's bytes and the keyspace being
+            // built are the only copies in memory.
+            let mut loader = KeyspaceLoader::new(s.deserialize()?, shard_count)?;
+            let mut scratch = rkyv::util::AlignedVec::new();
+            for i in 0..s.chunk_count() {
+                loader.add_archived(s.chunk::<KeyChunk>(i, &mut scratch)?)?;
+            }
+            let ks = loader.finish();
             let mut raft_snap = Snapshot::default();
             let meta = raft_snap.mut_metadata();
             meta.index = s.meta.index;

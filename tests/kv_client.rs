@@ -6,8 +6,8 @@ mod common;
 
 use common::Server;
 use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions,
-    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions,
+    LeaseTimeToLiveOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 
 fn grpc_err(e: etcd_client::Error) -> (tonic::Code, String) {
@@ -538,5 +538,105 @@ fn snapshots_release_old_wal_segments_and_restart_reads_them_back() {
         let g = c.get("big79", None).await.unwrap();
         assert_eq!(g.kvs()[0].value()[0], b'a' + 79 % 26);
         assert_eq!(g.kvs()[0].value().len(), 1024 * 1024);
+    });
+}
+
+/// A snapshot of more keys than one chunk of the snapshot thread (4,096)
+/// is streamed chunk by chunk and loaded back chunk by chunk after a
+/// SIGKILL, with values, versions, leases and the revision intact.
+#[test]
+fn a_snapshot_of_many_chunks_survives_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::ferrocd(
+        dir.path(),
+        &["--snapshot-count", "5", "--max-txn-ops", "1000"],
+    );
+    let rt = common::runtime();
+    const TXNS: usize = 11;
+    const PER_TXN: usize = 1000;
+    let (lease, revision) = rt.block_on(async {
+        let mut c = connect(&server).await;
+        let lease = c.lease_grant(600, None).await.unwrap().id();
+        let mut revision = 0;
+        for t in 0..TXNS {
+            let ops: Vec<TxnOp> = (0..PER_TXN)
+                .map(|i| {
+                    let n = t * PER_TXN + i;
+                    let opts = n
+                        .is_multiple_of(100)
+                        .then(|| PutOptions::new().with_lease(lease));
+                    TxnOp::put(format!("many/{n:05}"), format!("v{n}"), opts)
+                })
+                .collect();
+            let r = c.txn(Txn::new().and_then(ops)).await.unwrap();
+            revision = r.header().unwrap().revision();
+        }
+        // Overwrite some keys so versions differ.
+        for n in 0..50 {
+            c.put(format!("many/{n:05}"), "again", None).await.unwrap();
+        }
+        (lease, revision + 50)
+    });
+    // Wait for a snapshot that covers every txn (index 1 is the leader's
+    // no-op, 2 the lease grant), then kill -9: the puts after them replay
+    // from the WAL.
+    let snap_dir = server.data_dir.join("member/snap");
+    let covered = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                u64::from_str_radix(n.strip_suffix(".snap")?, 16).ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let mut waited = 0;
+    let txns_covered = (2 + TXNS) as u64;
+    while covered(&snap_dir) < txns_covered && waited < 400 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    assert!(
+        covered(&snap_dir) >= txns_covered,
+        "no snapshot covers the txns"
+    );
+    server.kill9();
+    server.restart();
+    assert!(
+        server.log().contains("loaded snapshot"),
+        "restart loads the snapshot: {}",
+        server.log()
+    );
+    rt.block_on(async {
+        let mut c = connect(&server).await;
+        let all = c
+            .get("many/", Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        assert_eq!(all.header().unwrap().revision(), revision);
+        assert_eq!(all.count(), (TXNS * PER_TXN) as i64);
+        for (n, kv) in all.kvs().iter().enumerate() {
+            assert_eq!(kv.key_str().unwrap(), format!("many/{n:05}"));
+            if n < 50 {
+                assert_eq!(kv.value_str().unwrap(), "again");
+                assert_eq!(kv.version(), 2);
+            } else {
+                assert_eq!(kv.value_str().unwrap(), format!("v{n}"));
+                assert_eq!(kv.version(), 1);
+            }
+            let want_lease = if n.is_multiple_of(100) && n >= 50 {
+                lease
+            } else {
+                0
+            };
+            assert_eq!(kv.lease(), want_lease, "key {n}");
+        }
+        let ttl = c
+            .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
+            .await
+            .unwrap();
+        assert_eq!(ttl.keys().len(), (TXNS * PER_TXN) / 100 - 1);
     });
 }

@@ -1,10 +1,14 @@
 //! The keyspace as plain data, for snapshot files.
 //!
-//! An image lists every indexed key with all its retained versions, in key
-//! order, plus the revision and compaction point. It does not record shard
-//! placement, so an image taken with N shards restores into any shard
-//! count. rkyv archives it; loading validates the archive (bytecheck) and
-//! then re-checks the invariants the in-memory structures rely on.
+//! An image is an [`ImageHead`] (revision, compaction point, leases) and
+//! chunks of [`KeyImage`]s (every indexed key once, with all its retained
+//! versions; no order across chunks). A snapshot file stores the head and
+//! each chunk as separate rkyv archives, so a keyspace of a million keys is
+//! written as it is copied and loaded a chunk at a time
+//! ([`KeyspaceLoader`]), never held as a second whole copy. It does not
+//! record shard placement, so an image taken with N shards restores into
+//! any shard count. Loading validates each archive (bytecheck) and then
+//! re-checks the invariants the in-memory structures rely on.
 
 use crate::key_index::{KeyIndex, Rev, Version};
 use crate::Keyspace;
@@ -37,7 +41,23 @@ pub struct KeyImage {
     pub versions: Vec<VersionImage>,
 }
 
-/// A whole keyspace.
+/// Everything in an image but the keys: frame 0 of a snapshot file.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ImageHead {
+    /// Current revision.
+    pub revision: i64,
+    /// Compaction point (-1 if never compacted).
+    pub compact_revision: i64,
+    /// Leases: (id, granted TTL in seconds), by id. Attached keys follow
+    /// from the keys' latest versions.
+    pub leases: Vec<(i64, i64)>,
+}
+
+/// A chunk of keys: each later frame of a snapshot file.
+pub type KeyChunk = Vec<KeyImage>;
+
+/// A whole keyspace in memory, keys in key order (tests and small tools;
+/// snapshots stream [`ImageHead`] and [`KeyChunk`]s instead).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct KeyspaceImage {
     /// Current revision.
@@ -54,9 +74,9 @@ pub struct KeyspaceImage {
 /// Why an image cannot be restored.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
-    /// Keys out of order or repeated.
-    #[error("snapshot image: keys out of order at {0:?}")]
-    KeysOutOfOrder(Vec<u8>),
+    /// A key listed twice.
+    #[error("snapshot image: key {0:?} listed twice")]
+    DuplicateKey(Vec<u8>),
     /// A key's versions break an invariant.
     #[error("snapshot image: bad versions for key {0:?}")]
     BadVersions(Vec<u8>),
@@ -105,6 +125,10 @@ enum Cursor {
 /// copies b's versions at or below 3 (b@3, not b@4); chunk 3 finds c with
 /// nothing at or below 3 and skips it. The image is {a@2, b@3} at
 /// revision 3, the same as a copy of everything at R.
+///
+/// Copied keys accumulate until [`ImageBuilder::take_keys`] drains them (a
+/// snapshot writes each chunk out as it goes) or [`ImageBuilder::finish`]
+/// gathers the whole image.
 #[derive(Debug)]
 pub struct ImageBuilder {
     revision: i64,
@@ -130,6 +154,22 @@ impl ImageBuilder {
     #[must_use]
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// Everything but the keys, as captured at the start.
+    #[must_use]
+    pub fn head(&self) -> ImageHead {
+        ImageHead {
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            leases: self.leases.clone(),
+        }
+    }
+
+    /// Drains the keys copied since the last call (in no particular order
+    /// across calls).
+    pub fn take_keys(&mut self) -> KeyChunk {
+        std::mem::take(&mut self.keys)
     }
 
     /// Copies up to `keys_max` more keys of `ks` (the keyspace the builder
@@ -236,11 +276,10 @@ impl Keyspace {
         b.finish()
     }
 
-    /// Rebuilds a keyspace of `shard_count` shards from an image.
+    /// Rebuilds a keyspace of `shard_count` shards from a whole image.
     ///
     /// # Errors
-    /// When the image breaks an invariant (a corrupt but checksum-valid
-    /// snapshot must not become a corrupt store).
+    /// When the image breaks an invariant (see [`KeyspaceLoader`]).
     pub fn from_image(image: KeyspaceImage, shard_count: u16) -> Result<Keyspace, ImageError> {
         let KeyspaceImage {
             revision,
@@ -248,19 +287,16 @@ impl Keyspace {
             keys,
             leases,
         } = image;
-        if revision < 1 || compact_revision < -1 || compact_revision > revision {
-            return Err(ImageError::BadRevision {
+        let mut loader = KeyspaceLoader::new(
+            ImageHead {
                 revision,
                 compact_revision,
-            });
-        }
-        let mut ks = Keyspace::resume(shard_count, revision, compact_revision, leases);
-        let mut prev: Option<Vec<u8>> = None;
+                leases,
+            },
+            shard_count,
+        )?;
         for KeyImage { key, versions } in keys {
-            if prev.as_ref().is_some_and(|p| *p >= key) {
-                return Err(ImageError::KeysOutOfOrder(key));
-            }
-            let versions: Vec<Version> = versions
+            let versions = versions
                 .into_iter()
                 .map(|v| Version {
                     rev: Rev {
@@ -273,17 +309,94 @@ impl Keyspace {
                     value: Bytes::from(v.value),
                 })
                 .collect();
-            let ordered = versions.windows(2).all(|w| w[0].rev < w[1].rev);
-            let in_range = versions
-                .iter()
-                .all(|v| v.rev.main >= 1 && v.rev.main <= revision);
-            if versions.is_empty() || !ordered || !in_range {
-                return Err(ImageError::BadVersions(key));
-            }
-            ks.restore_key(key.clone(), KeyIndex::from_versions(versions));
-            prev = Some(key);
+            loader.add_key(key, versions)?;
         }
-        Ok(ks)
+        Ok(loader.finish())
+    }
+}
+
+/// Rebuilds a keyspace from an image's head and then its chunks, one at a
+/// time, checking every invariant the in-memory structures rely on: a
+/// corrupt but checksum-valid snapshot must not become a corrupt store.
+#[derive(Debug)]
+pub struct KeyspaceLoader {
+    ks: Keyspace,
+}
+
+impl KeyspaceLoader {
+    /// Starts from the head.
+    ///
+    /// # Errors
+    /// [`ImageError::BadRevision`] when revision and compaction point are
+    /// inconsistent.
+    pub fn new(head: ImageHead, shard_count: u16) -> Result<KeyspaceLoader, ImageError> {
+        let ImageHead {
+            revision,
+            compact_revision,
+            leases,
+        } = head;
+        if revision < 1 || compact_revision < -1 || compact_revision > revision {
+            return Err(ImageError::BadRevision {
+                revision,
+                compact_revision,
+            });
+        }
+        Ok(KeyspaceLoader {
+            ks: Keyspace::resume(shard_count, revision, compact_revision, leases),
+        })
+    }
+
+    /// Adds one key with its versions.
+    ///
+    /// # Errors
+    /// A key listed twice; versions empty, out of order or above the
+    /// image's revision.
+    pub fn add_key(&mut self, key: Vec<u8>, versions: Vec<Version>) -> Result<(), ImageError> {
+        let revision = self.ks.revision();
+        let ordered = versions.windows(2).all(|w| w[0].rev < w[1].rev);
+        let in_range = versions
+            .iter()
+            .all(|v| v.rev.main >= 1 && v.rev.main <= revision);
+        if versions.is_empty() || !ordered || !in_range {
+            return Err(ImageError::BadVersions(key));
+        }
+        self.ks
+            .restore_key(key, KeyIndex::from_versions(versions))
+            .map_err(ImageError::DuplicateKey)
+    }
+
+    /// Adds every key of an archived chunk, copying each value once.
+    ///
+    /// # Errors
+    /// As [`KeyspaceLoader::add_key`].
+    pub fn add_archived(
+        &mut self,
+        chunk: &rkyv::vec::ArchivedVec<ArchivedKeyImage>,
+    ) -> Result<(), ImageError> {
+        for k in chunk.iter() {
+            let versions = k
+                .versions
+                .iter()
+                .map(|v| Version {
+                    rev: Rev {
+                        main: v.main.to_native(),
+                        sub: v.sub.to_native(),
+                    },
+                    create_revision: v.create_revision.to_native(),
+                    version: v.version.to_native(),
+                    lease: v.lease.to_native(),
+                    value: Bytes::copy_from_slice(v.value.as_slice()),
+                })
+                .collect();
+            self.add_key(k.key.as_slice().to_vec(), versions)?;
+        }
+        Ok(())
+    }
+
+    /// The keyspace.
+    #[must_use]
+    pub fn finish(self) -> Keyspace {
+        self.ks
     }
 }
 
@@ -395,6 +508,69 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_image_loads_chunk_by_chunk_through_rkyv() {
+        let mut ks = Keyspace::new(3);
+        ks.lease_grant(9, 60).unwrap();
+        for i in 0..200u32 {
+            let key = format!("k{:03}", i % 70);
+            put(
+                &mut ks,
+                key.as_bytes(),
+                &i.to_le_bytes(),
+                if i % 9 == 0 { 9 } else { 0 },
+            );
+        }
+        ks.compact(&CompactionRequest {
+            revision: 50,
+            physical: false,
+        })
+        .unwrap();
+        let mut b = ks.image_builder();
+        let head = rkyv::to_bytes::<rkyv::rancor::Error>(&b.head()).unwrap();
+        let mut chunks = Vec::new();
+        loop {
+            let done = b.add_chunk(&ks, 16).unwrap();
+            let keys = b.take_keys();
+            assert!(keys.len() <= 16);
+            chunks.push(rkyv::to_bytes::<rkyv::rancor::Error>(&keys).unwrap());
+            if done {
+                break;
+            }
+        }
+        assert!(chunks.len() >= 5);
+        let head = rkyv::access::<ArchivedImageHead, rkyv::rancor::Error>(&head).unwrap();
+        let head: ImageHead = rkyv::deserialize::<_, rkyv::rancor::Error>(head).unwrap();
+        for shards in [1, 4] {
+            let mut loader = KeyspaceLoader::new(head.clone(), shards).unwrap();
+            for c in &chunks {
+                let c = rkyv::access::<rkyv::Archived<KeyChunk>, rkyv::rancor::Error>(c).unwrap();
+                loader.add_archived(c).unwrap();
+            }
+            let restored = loader.finish();
+            assert_eq!(restored.to_image(), ks.to_image());
+            let attached = |k: &Keyspace| {
+                let mut v: Vec<Vec<u8>> = k
+                    .leases()
+                    .flat_map(|(_, l)| l.keys.iter().cloned())
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(attached(&restored), attached(&ks));
+            assert!(!attached(&ks).is_empty());
+            // The same chunk twice lists its keys twice.
+            let mut loader = KeyspaceLoader::new(head.clone(), shards).unwrap();
+            let c =
+                rkyv::access::<rkyv::Archived<KeyChunk>, rkyv::rancor::Error>(&chunks[0]).unwrap();
+            loader.add_archived(c).unwrap();
+            assert!(matches!(
+                loader.add_archived(c),
+                Err(ImageError::DuplicateKey(_))
+            ));
+        }
+    }
+
+    #[test]
     fn a_compaction_mid_image_abandons_it() {
         let mut ks = Keyspace::new(2);
         for i in 0..10u8 {
@@ -428,7 +604,7 @@ mod tests {
         image.keys.push(image.keys[0].clone());
         assert!(matches!(
             Keyspace::from_image(image.clone(), 2),
-            Err(ImageError::KeysOutOfOrder(_))
+            Err(ImageError::DuplicateKey(_))
         ));
         image.keys.pop();
         image.keys[0].versions[0].main = 99;

@@ -173,14 +173,25 @@ impl Keyspace {
         ks
     }
 
-    pub(crate) fn restore_key(&mut self, key: Vec<u8>, index: crate::KeyIndex) {
-        if let Some(v) = index.latest().filter(|v| !v.is_tombstone() && v.lease != 0) {
-            if let Some(l) = self.leases.get_mut(&v.lease) {
-                l.keys.insert(key.clone());
+    /// Adds a key from an image; gives the key back if it is already there.
+    pub(crate) fn restore_key(
+        &mut self,
+        key: Vec<u8>,
+        index: crate::KeyIndex,
+    ) -> Result<(), Vec<u8>> {
+        let lease = index
+            .latest()
+            .filter(|v| !v.is_tombstone() && v.lease != 0)
+            .map(|v| v.lease);
+        let id = self.router.shard_of(&key);
+        let attached = lease.map(|lease| (lease, key.clone()));
+        self.shards[usize::from(id.0)].restore_key(key, index)?;
+        if let Some((lease, key)) = attached {
+            if let Some(l) = self.leases.get_mut(&lease) {
+                l.keys.insert(key);
             }
         }
-        let id = self.router.shard_of(&key);
-        self.shards[usize::from(id.0)].restore_key(key, index);
+        Ok(())
     }
 
     pub(crate) fn shards_for_range<'a>(&'a self, range: &KeyRange<'_>) -> &'a [Shard] {

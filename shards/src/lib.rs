@@ -21,8 +21,8 @@ pub mod events;
 pub mod lease;
 pub use events::event_of;
 pub use image::{
-    ArchivedKeyspaceImage, ImageBuilder, ImageCompacted, ImageError, KeyImage, KeyspaceImage,
-    VersionImage,
+    ArchivedImageHead, ArchivedKeyImage, ArchivedKeyspaceImage, ImageBuilder, ImageCompacted,
+    ImageError, ImageHead, KeyChunk, KeyImage, KeyspaceImage, KeyspaceLoader, VersionImage,
 };
 pub use key_index::{KeyIndex, Rev, Version};
 pub use keyspace::Keyspace;

@@ -177,10 +177,17 @@ impl Shard {
             .map(|(k, v)| (k.as_slice(), v))
     }
 
-    /// Restores one key's versions (snapshot load).
-    pub fn restore_key(&mut self, key: Vec<u8>, index: KeyIndex) {
-        let prior = self.keys.insert(key, index);
-        assert!(prior.is_none(), "key restored twice");
+    /// Restores one key's versions (snapshot load); gives the key back if
+    /// it is already there.
+    pub fn restore_key(&mut self, key: Vec<u8>, index: KeyIndex) -> Result<(), Vec<u8>> {
+        use std::collections::btree_map::Entry;
+        match self.keys.entry(key) {
+            Entry::Occupied(e) => Err(e.key().clone()),
+            Entry::Vacant(e) => {
+                e.insert(index);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -194,6 +194,7 @@ fn decoder_never_panics_on_garbage() {
             })
             .collect();
         assert!(decode_snapshot_file(&bytes).is_err());
+        let _ = ferrocd_wal::snapshot::decode_frames(&bytes);
     }
 }
 
@@ -262,4 +263,104 @@ fn header_index_must_match_name() {
         snaps.load::<State>().unwrap_err(),
         SnapshotError::Corrupt { .. }
     ));
+}
+
+#[test]
+fn chunked_snapshot_streams_and_reads_back_chunk_by_chunk() {
+    // 40 chunks of ~300 KiB: several write-back pieces, none of them the
+    // whole body.
+    let dir = tempfile::tempdir().unwrap();
+    let mut snaps = SnapshotDir::open(dir.path()).unwrap();
+    let chunks: Vec<State> = (0..40)
+        .map(|c| State {
+            revision: c,
+            kvs: (0..30)
+                .map(|i| Kv {
+                    key: format!("c{c}-k{i}"),
+                    value: vec![(c + i) as u8; 10_000],
+                    mod_revision: i,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut w = snaps.writer(meta(77)).unwrap();
+    w.append(&state(3)).unwrap();
+    for c in &chunks {
+        w.append(c).unwrap();
+    }
+    // Nothing visible under the final name before finish.
+    assert!(snaps_names(dir.path()).iter().all(|n| n.ends_with(".tmp")));
+    let name = w.finish().unwrap();
+    assert_eq!(snaps_names(dir.path()), vec![name.clone()]);
+    let loaded = snaps.load::<State>().unwrap().unwrap();
+    assert_eq!(loaded.deserialize().unwrap(), state(3));
+    assert_eq!(loaded.chunk_count(), 40);
+    let mut scratch = rkyv::util::AlignedVec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let archived = loaded.chunk::<State>(i, &mut scratch).unwrap();
+        assert_eq!(*archived, *c, "chunk {i}");
+    }
+    // A chunk of the wrong type fails validation with the chunk named.
+    let mut w = snaps.writer(meta(78)).unwrap();
+    w.append(&state(1)).unwrap();
+    w.append_bytes(&[0xff; 40]).unwrap();
+    w.finish().unwrap();
+    let loaded = snaps.load::<State>().unwrap().unwrap();
+    match loaded.chunk::<State>(0, &mut scratch).unwrap_err() {
+        SnapshotError::Corrupt { file, reason } => {
+            assert_eq!(file, snapshot_name(78));
+            assert!(reason.contains("chunk 0"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+fn snaps_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_unfinished_writer_leaves_nothing_and_a_headless_one_is_refused() {
+    let fs = MemFs::new();
+    let mut snaps = SnapshotDir::with_fs(fs.clone()).unwrap();
+    {
+        let mut w = snaps.writer(meta(4)).unwrap();
+        w.append(&state(5)).unwrap();
+        // Dropped: abandoned.
+    }
+    assert!(fs.names().is_empty(), "{:?}", fs.names());
+    let w = snaps.writer(meta(4)).unwrap();
+    assert!(matches!(w.finish(), Err(SnapshotError::Serialize(_))));
+    assert!(fs.names().is_empty(), "{:?}", fs.names());
+    assert!(snaps.load::<State>().unwrap().is_none());
+}
+
+#[test]
+fn frame_lengths_that_run_past_the_body_are_corruption() {
+    use ferrocd_wal::snapshot::decode_frames;
+    assert!(decode_frames(&[]).is_err());
+    assert!(decode_frames(&[1, 0, 0]).is_err());
+    assert!(decode_frames(&u64::MAX.to_le_bytes()).is_err());
+    let mut body = 3u64.to_le_bytes().to_vec();
+    body.extend_from_slice(b"abc");
+    assert_eq!(decode_frames(&body).unwrap(), vec![8..11]);
+    body.extend_from_slice(&4u64.to_le_bytes());
+    body.extend_from_slice(b"xyz");
+    assert!(decode_frames(&body).is_err());
+    // A CRC-valid file whose frame length lies is refused at load.
+    let dir = tempfile::tempdir().unwrap();
+    let mut snaps = SnapshotDir::open(dir.path()).unwrap();
+    let hdr = ferrocd_wal::snapshot::encode_snapshot_header(meta(6), &body);
+    let mut file = hdr.to_vec();
+    file.extend_from_slice(&body);
+    std::fs::write(dir.path().join(snapshot_name(6)), file).unwrap();
+    match snaps.load::<State>().unwrap_err() {
+        SnapshotError::Corrupt { reason, .. } => assert!(reason.contains("runs past"), "{reason}"),
+        other => panic!("expected Corrupt, got {other}"),
+    }
 }
