@@ -38,7 +38,7 @@ for round in $(seq "$ROUNDS"); do
             --server-pid "$SERVER_PID" --json >"$WORK/$side-$round.json"
         stop_server
         jq -r --arg s "$side" --arg r "$round" \
-            '[$s, $r, .rps, .latency_us.p50, .latency_us.p99, .server_cpu_us_per_req, .client_cpu_us_per_req, .errors, .other_cpu_cores, .latency_us["p99.9"], .latency_us.max] | @tsv' \
+            '[$s, $r, .rps, .latency_us.p50, .latency_us.p99, .server_cpu_us_per_req, .client_cpu_us_per_req, .errors, .other_cpu_cores, .latency_us["p99.9"], .latency_us.max, ((.server_rss_bytes // 0) / 1048576 | floor), ((.server_peak_rss_bytes // 0) / 1048576 | floor)] | @tsv' \
             "$WORK/$side-$round.json" >>"$RUNS"
         tail -1 "$RUNS"
     done
@@ -46,17 +46,17 @@ done
 echo
 echo "\`perf/ab.sh $BEFORE $AFTER $*\` (${STOP:-DURATION=$DURATION} ROUNDS=$ROUNDS), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
-echo "| side | round | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/op | generator CPU µs/op | errors | other CPU |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $10, $11, $6, $7, $8, $9}' "$RUNS"
+echo "| side | round | req/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/op | generator CPU µs/op | errors | other CPU | server RSS MiB | server peak RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $10, $11, $6, $7, $8, $9, $12, $13}' "$RUNS"
 echo
 echo "| median | before | after | after / before |"
 echo "|---|---|---|---|"
 awk -F'\t' "$AWK_MEDIANS"'
-    { add("x", $1, "req/s", $3); add("x", $1, "p50 µs", $4); add("x", $1, "p99 µs", $5); add("x", $1, "p99.9 µs", $10); add("x", $1, "server CPU µs/op", $6) }
+    { add("x", $1, "req/s", $3); add("x", $1, "p50 µs", $4); add("x", $1, "p99 µs", $5); add("x", $1, "p99.9 µs", $10); add("x", $1, "server CPU µs/op", $6); add("x", $1, "server RSS MiB", $12); add("x", $1, "server peak RSS MiB", $13) }
     END {
-        split("req/s,p50 µs,p99 µs,p99.9 µs,server CPU µs/op", ms, ",")
-        for (m = 1; m <= 5; m++) {
+        split("req/s,p50 µs,p99 µs,p99.9 µs,server CPU µs/op,server RSS MiB,server peak RSS MiB", ms, ",")
+        for (m = 1; m <= 7; m++) {
             b = median("x" SUBSEP "before" SUBSEP ms[m]); a = median("x" SUBSEP "after" SUBSEP ms[m])
             printf "| %s | %s | %s | %s |\n", ms[m], fmt(b), fmt(a), ratio(b, a)
         }

@@ -101,7 +101,8 @@ for w in $WORKLOADS; do
                  ((.error_kinds // {}) | to_entries | map("\(.value)x \(.key)") | join("; ")),
                  (.stalled // 0), $alive, (.other_cpu_cores // "n/a"), (.steal_cores // "n/a"),
                  (if .server_rss_bytes then (.server_rss_bytes / 1048576 | floor) else "n/a" end),
-                 (.conflicts // 0), $name]
+                 (.conflicts // 0), $name,
+                 (if .server_peak_rss_bytes then (.server_peak_rss_bytes / 1048576 | floor) else "n/a" end)]
                  | @tsv' "$WORK/$id.json" >>"$RUNS"
             tail -1 "$RUNS" | awk -F'\t' '{printf "   %s req/s, p50 %s us, p99 %s us, server %s us/op, generator %s us/op, errors %s, stalled %s, server alive: %s, other CPU %s, server RSS %s MiB\n", $4, $5, $6, $8, $9, $10, $12, $13, $14, $16}'
         done
@@ -158,15 +159,15 @@ chart range "serializable range: p99 latency against throughput (1 to 256 client
     echo "- load average (1/5/15 min) before the runs: $LOAD_BEFORE; after: $LOAD_AFTER (2 CPUs: above about 2 means other work shared the machine)"
     echo "- etcd: $("$ETCD" --version | head -1); ferrocd: $("$FERROCD" --version 2>&1 | head -1); both with their default flags (fsync on every commit)"
     echo "- load: \`target/release/ferrocd-perf <workload> --duration $DURATION\` (mem1m: \`--total 1000000\`), key 8 B, value 8 B unless stated; put and txn-put over 100000 random keys, range and mixed over 1000 pre-put keys; client and server share the machine's CPUs"
-    echo "- CPU columns: process user+sys time over the timed phase / requests completed; RSS: the server's VmRSS at the end of the run; other CPU: average CPUs used by everything else during the run (other processes and interrupt time; well above 0 = noisy run); steal: CPUs taken by the hypervisor; conflicts: txn-puts whose compare failed (answered with a get)"
+    echo "- CPU columns: process user+sys time over the timed phase / requests completed; RSS: the server's VmRSS at the end of the run, peak: its VmHWM then; other CPU: average CPUs used by everything else during the run (other processes and interrupt time; well above 0 = noisy run); steal: CPUs taken by the hypervisor; conflicts: txn-puts whose compare failed (answered with a get)"
     echo
-    echo "| workload | server | round | req/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | generator CPU µs/op | server RSS MiB | errors | conflicts | other CPU (cores) | steal (cores) |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| workload | server | round | req/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | generator CPU µs/op | server RSS MiB | server peak RSS MiB | errors | conflicts | other CPU (cores) | steal (cores) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     awk -F'\t' '{
         err = $10; if ($11 != "") err = err " (" $11 ")"
         if ($12 > 0) err = err ", STALLED " $12
         if ($13 != "yes") err = err ", server DIED"
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $16, err, $17, $14, $15
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $16, $19, err, $17, $14, $15
     }' "$RUNS"
     echo
     echo "## Medians over rounds, and ferrocd / etcd"

@@ -574,6 +574,8 @@ struct Phase {
     server_cpu: Option<Duration>,
     /// The server's VmRSS when the phase ended.
     server_rss_bytes: Option<u64>,
+    /// The server's peak RSS (VmHWM) when the phase ended.
+    server_peak_rss_bytes: Option<u64>,
     /// CPU time the whole machine spent busy (all processes, irq, steal).
     machine_busy: Duration,
     /// CPU time the hypervisor took from this VM.
@@ -647,6 +649,7 @@ async fn run_phase(
         _ => None,
     };
     let server_rss_bytes = server_pid.and_then(|pid| crate::watch::rss_bytes(pid).ok());
+    let server_peak_rss_bytes = server_pid.and_then(|pid| crate::watch::peak_rss_bytes(pid).ok());
     let mut hist = Stats::new().hist;
     let mut ok = 0;
     let mut conflicts = 0;
@@ -673,6 +676,7 @@ async fn run_phase(
         client_cpu,
         server_cpu,
         server_rss_bytes,
+        server_peak_rss_bytes,
         machine_busy,
         steal,
     })
@@ -962,7 +966,7 @@ impl Report {
 \"threads\":{},\"key_size\":{},\"val_size\":{},\"key_space\":{},\"populate\":{populate},\
 \"requests\":{completed},\"ok\":{},\"errors\":{},\"error_kinds\":{{{}}},\"stalled\":{},\
 \"elapsed_s\":{:.3},\"rps\":{:.1},\"latency_us\":{{{}}},\"client_cpu_us_per_req\":{:.2},\
-\"server_pid\":{},\"server_cpu_us_per_req\":{server},\"server_rss_bytes\":{},\"conflicts\":{},\"rate\":{},\"read_percent\":{},\"other_cpu_cores\":{other:.2},\"steal_cores\":{steal:.2}}}",
+\"server_pid\":{},\"server_cpu_us_per_req\":{server},\"server_rss_bytes\":{},\"server_peak_rss_bytes\":{},\"conflicts\":{},\"rate\":{},\"read_percent\":{},\"other_cpu_cores\":{other:.2},\"steal_cores\":{steal:.2}}}",
             consistency.map_or("null".to_string(), |c| format!("\"{c}\"")),
             endpoints.join(","),
             cfg.conns,
@@ -981,6 +985,8 @@ impl Report {
             per_req_us(p.client_cpu, completed),
             opt_num(cfg.server_pid),
             p.server_rss_bytes.map_or("null".to_string(), |v| v.to_string()),
+            p.server_peak_rss_bytes
+                .map_or("null".to_string(), |v| v.to_string()),
             p.conflicts,
             cfg.rate.map_or("null".to_string(), |r| r.to_string()),
             match cfg.op {
@@ -1057,6 +1063,9 @@ impl Report {
         }
         if let Some(rss) = p.server_rss_bytes {
             out += &format!("server RSS at the end: {:.1} MiB\n", rss as f64 / 1048576.0);
+        }
+        if let Some(peak) = p.server_peak_rss_bytes {
+            out += &format!("server peak RSS (VmHWM): {:.1} MiB\n", peak as f64 / 1048576.0);
         }
         let (other, steal) = self.other_and_steal_cores();
         let whose = if cfg.server_pid.is_some() {

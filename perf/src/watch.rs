@@ -281,15 +281,24 @@ fn decode_value(v: &[u8]) -> Option<(u64, u64)> {
 
 /// VmRSS of `pid` in bytes.
 pub(crate) fn rss_bytes(pid: i32) -> Result<u64, String> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// VmHWM of `pid` in bytes: its peak RSS since it started.
+pub(crate) fn peak_rss_bytes(pid: i32) -> Result<u64, String> {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: i32, field: &str) -> Result<u64, String> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().strip_suffix("kB"))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or(format!("{path}: no VmRSS"))
+        .ok_or(format!("{path}: no {field}"))
 }
 
 fn new_hist() -> Histogram<u64> {
