@@ -597,13 +597,9 @@ fn member_list_and_status_headers_match_etcd() {
 
 /// `--cluster` finds the endpoints through the member list and dials the
 /// advertised client URL (`http://127.0.0.1:port`) as given: etcdctl 3.4
-/// then sends that whole URL as the HTTP/2 `:authority`.
-///
-/// Known gap: the `h2` crate rejects such an `:authority` as malformed (RFC
-/// 9113) and resets the stream; grpc-go accepts it. Fixing it needs a
-/// change in h2's request parsing; run with `--ignored` to check.
+/// then sends that whole URL as the HTTP/2 `:authority`, which grpc-go
+/// accepts and the `h2` crate alone would reset (`edge/authority_fix.rs`).
 #[test]
-#[ignore = "h2 rejects etcdctl 3.4's `:authority: http://host:port` (needs an h2 change)"]
 fn etcdctl_cluster_flag_dials_advertised_urls() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::ferrocd(dir.path(), &[]);

@@ -1065,7 +1065,10 @@ impl Report {
             out += &format!("server RSS at the end: {:.1} MiB\n", rss as f64 / 1048576.0);
         }
         if let Some(peak) = p.server_peak_rss_bytes {
-            out += &format!("server peak RSS (VmHWM): {:.1} MiB\n", peak as f64 / 1048576.0);
+            out += &format!(
+                "server peak RSS (VmHWM): {:.1} MiB\n",
+                peak as f64 / 1048576.0
+            );
         }
         let (other, steal) = self.other_and_steal_cores();
         let whose = if cfg.server_pid.is_some() {

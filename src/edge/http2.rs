@@ -2,6 +2,9 @@
 //! loop, and the router that dispatches gRPC paths to tonic's generated
 //! services (unknown services answer `Unimplemented`, as grpc-go does).
 
+use super::authority_fix::{
+    AuthorityFix, FRAME_PAYLOAD_BYTES_MAX as AUTHORITY_FIX_FRAME_BYTES_MAX,
+};
 use super::txn_nesting::{scan, Nesting, TXN_NESTING_MAX};
 use super::{cluster, election, health, kv, kv_status, lease, lock, maintenance, watch, SharedRef};
 use bytes::BytesMut;
@@ -44,8 +47,31 @@ where
     }
 }
 
-/// A glommio TCP stream seen through hyper's IO traits.
-pub struct HyperIo(pub glommio::net::TcpStream);
+/// A glommio TCP stream seen through hyper's IO traits. What the client
+/// sends goes through an [`AuthorityFix`] until it steps aside (after the
+/// first header block for every client but etcdctl's `--cluster` dials).
+pub struct HyperIo {
+    stream: glommio::net::TcpStream,
+    fix: Option<Box<AuthorityFix>>,
+    /// Filtered bytes not yet handed to hyper, from `ready_at` on.
+    ready: Vec<u8>,
+    ready_at: usize,
+    scratch: Vec<u8>,
+}
+
+impl HyperIo {
+    /// Wraps an accepted connection.
+    #[must_use]
+    pub fn new(stream: glommio::net::TcpStream) -> HyperIo {
+        HyperIo {
+            stream,
+            fix: Some(Box::default()),
+            ready: Vec::new(),
+            ready_at: 0,
+            scratch: Vec::new(),
+        }
+    }
+}
 
 impl hyper::rt::Read for HyperIo {
     fn poll_read(
@@ -53,6 +79,37 @@ impl hyper::rt::Read for HyperIo {
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.ready_at < this.ready.len() {
+                let n = (this.ready.len() - this.ready_at).min(buf.remaining());
+                buf.put_slice(&this.ready[this.ready_at..this.ready_at + n]);
+                this.ready_at += n;
+                if this.ready_at == this.ready.len() {
+                    this.ready.clear();
+                    this.ready_at = 0;
+                    if this.fix.as_ref().is_some_and(|f| f.is_passthrough()) {
+                        this.fix = None;
+                        this.scratch = Vec::new();
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let Some(fix) = this.fix.as_mut() else {
+                break;
+            };
+            this.scratch.resize(READ_CHUNK_BYTES, 0);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut this.scratch) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(n)) => {
+                    if let Err(e) = fix.on_input(&this.scratch[..n], &mut this.ready) {
+                        return Poll::Ready(Err(io::Error::other(e)));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
         // SAFETY: we only write initialized bytes into the cursor's spare
         // capacity and advance by exactly what the read filled.
         let spare = unsafe { buf.as_mut() };
@@ -63,7 +120,7 @@ impl hyper::rt::Read for HyperIo {
         }
         // SAFETY: every byte of `spare` was initialized just above.
         let bytes = unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<u8>]>(spare) as *mut [u8]) };
-        match Pin::new(&mut self.0).poll_read(cx, bytes) {
+        match Pin::new(&mut this.stream).poll_read(cx, bytes) {
             Poll::Ready(Ok(n)) => {
                 // SAFETY: the read initialized (wrote) the first `n` bytes.
                 unsafe { buf.advance(n) };
@@ -81,15 +138,15 @@ impl hyper::rt::Write for HyperIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.stream).poll_close(cx)
     }
 }
 
@@ -292,11 +349,11 @@ pub async fn serve_connection(stream: glommio::net::TcpStream, router: GrpcRoute
     let _ = stream.set_nodelay(true);
     let conn = hyper::server::conn::http2::Builder::new(LocalExec)
         .max_concurrent_streams(u32::MAX)
-        .max_frame_size(16 * 1024)
+        .max_frame_size(AUTHORITY_FIX_FRAME_BYTES_MAX as u32)
         .initial_stream_window_size(1024 * 1024)
         .initial_connection_window_size(4 * 1024 * 1024)
         .max_send_buf_size(1024 * 1024)
-        .serve_connection(HyperIo(stream), router);
+        .serve_connection(HyperIo::new(stream), router);
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "client connection ended with an error");
     }

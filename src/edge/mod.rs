@@ -6,6 +6,7 @@
 //! a read lock; writes become proposals for the Raft thread and answer once
 //! their entry is durable and applied.
 
+pub mod authority_fix;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
