@@ -97,6 +97,9 @@ pub struct RaftNode<I: WalIo = UringIo> {
     wal_index: u64,
     applied_index: u64,
     snapshot_index: u64,
+    /// Defragment calls and the applied index a snapshot must reach for
+    /// them.
+    defrags: Vec<(u64, tokio::sync::oneshot::Sender<()>)>,
     next_tick: Instant,
     /// Term whose first entry, once applied, means "published" (startup).
     announced: bool,
@@ -163,6 +166,7 @@ impl<I: WalIo> RaftNode<I> {
             wal_index: durable_index,
             applied_index: applied,
             snapshot_index: applied,
+            defrags: Vec::new(),
             announced: false,
             on_ready: Some(on_ready),
         };
@@ -187,6 +191,7 @@ impl<I: WalIo> RaftNode<I> {
             progressed |= self.handle_ready()?;
             progressed |= self.apply_durable()?;
             progressed |= self.reap_snapshot()?;
+            progressed |= self.serve_defrags();
             if !progressed {
                 self.park();
             }
@@ -198,6 +203,7 @@ impl<I: WalIo> RaftNode<I> {
         bell.prepare_park();
         let can_propose = self.can_propose();
         if (can_propose && !self.shared.proposals.is_empty())
+            || !self.shared.defrags.is_empty()
             || self.shared.stopping.load(Ordering::Acquire)
         {
             bell.cancel_park();
@@ -525,6 +531,45 @@ impl<I: WalIo> RaftNode<I> {
         self.bytes_since_snapshot = 0;
     }
 
+    /// Defragment: etcd rewrites its bbolt file so that space freed by
+    /// compaction goes back to the file system. Here the space is held by
+    /// the WAL entries and the snapshot written before the compaction, so
+    /// a defragment takes a snapshot of everything applied when it arrived
+    /// (unless one already covers it) and answers once that snapshot is
+    /// saved and the WAL segments it covers are released. Reads and writes
+    /// go on meanwhile (etcd blocks them during a defrag).
+    fn serve_defrags(&mut self) -> bool {
+        let mut progressed = false;
+        while let Some(tx) = self.shared.defrags.pop() {
+            self.defrags.push((self.applied_index, tx));
+            progressed = true;
+        }
+        if self.defrags.is_empty() {
+            return progressed;
+        }
+        let covered = self.snapshot_index;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.defrags)
+            .into_iter()
+            .partition(|(target, _)| *target <= covered);
+        progressed |= !done.is_empty();
+        for (_, tx) in done {
+            let _ = tx.send(());
+        }
+        self.defrags = waiting;
+        if !self.defrags.is_empty() && self.snapshotter.idle() {
+            match self.node.raft.raft_log.term(self.applied_index) {
+                Ok(term) => {
+                    self.snapshot(term);
+                    progressed = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, index = self.applied_index, "no term for a defragment snapshot")
+                }
+            }
+        }
+        progressed
+    }
+
     /// A saved snapshot lets the log and the WAL forget what it covers.
     fn reap_snapshot(&mut self) -> Result<bool, Fatal> {
         let saved = match self.snapshotter.take_saved() {
@@ -643,6 +688,7 @@ mod tests {
             watch_progress_notify_interval: Duration::from_secs(600),
             keyspace: RwLock::new(Keyspace::new(2)),
             proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
+            defrags: ArrayQueue::new(crate::shared::DEFRAGS_QUEUE_MAX),
             doorbell: Doorbell::new().unwrap(),
             identity: Identity {
                 cluster_id: 2,

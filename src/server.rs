@@ -183,6 +183,7 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
         ),
         keyspace: RwLock::new(keyspace),
         proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
+        defrags: ArrayQueue::new(crate::shared::DEFRAGS_QUEUE_MAX),
         doorbell: Doorbell::new().map_err(io_err("eventfd"))?,
         identity: Identity {
             cluster_id,

@@ -13,6 +13,10 @@ use tokio::sync::oneshot;
 /// `etcdserver: too many requests` (explicit backpressure).
 pub const PROPOSALS_QUEUE_MAX: usize = 16_384;
 
+/// Defragment calls waiting for the Raft thread to notice them; a full
+/// queue answers `etcdserver: too many requests`.
+pub const DEFRAGS_QUEUE_MAX: usize = 64;
+
 /// Why a proposal got no applied answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
@@ -85,6 +89,9 @@ pub struct Shared {
     pub keyspace: RwLock<Keyspace>,
     /// Proposals for the Raft thread.
     pub proposals: ArrayQueue<Proposal>,
+    /// Defragment calls: answered once a snapshot covers everything
+    /// applied when they arrived.
+    pub defrags: ArrayQueue<oneshot::Sender<()>>,
     /// Wakes the Raft thread.
     pub doorbell: Doorbell,
     /// Every watcher; the Raft thread publishes applied events to it.
@@ -121,6 +128,24 @@ impl Shared {
     /// Current term.
     pub fn term(&self) -> u64 {
         self.raft.term.load(Ordering::Acquire)
+    }
+
+    /// Asks the Raft thread for a snapshot of everything applied now (see
+    /// `RaftNode::serve_defrags`); the receiver fires once it is saved and
+    /// the WAL segments it covers are released.
+    ///
+    /// # Errors
+    /// `TooManyRequests` when the queue is full, `Stopped` on shutdown.
+    pub fn request_defrag(&self) -> Result<oneshot::Receiver<()>, ProposeError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(ProposeError::Stopped);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.defrags
+            .push(tx)
+            .map_err(|_| ProposeError::Kv(KvError::TooManyRequests))?;
+        self.doorbell.ring();
+        Ok(rx)
     }
 
     /// Hands a proposal to the Raft thread.

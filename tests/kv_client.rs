@@ -640,3 +640,89 @@ fn a_snapshot_of_many_chunks_survives_kill9() {
         assert_eq!(ttl.keys().len(), (TXNS * PER_TXN) / 100 - 1);
     });
 }
+
+/// Defragment: etcd gives the space compaction freed back to the file
+/// system; ferrocd's space is in the WAL and the last snapshot, so a
+/// defragment snapshots everything applied and answers once the WAL
+/// segments that snapshot covers are released. Status's db size drops,
+/// etcdctl prints what it prints for etcd, and the store survives kill -9.
+#[test]
+fn defragment_snapshots_releases_the_wal_and_shrinks_db_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::ferrocd(dir.path(), &[]);
+    let etcd = Server::etcd(dir.path(), &[]);
+    let wal_segments = |s: &Server| -> usize {
+        std::fs::read_dir(s.data_dir.join("member/wal"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            .count()
+    };
+    let rt = common::runtime();
+    let revision = rt.block_on(async {
+        let mut c = connect(&server).await;
+        // 80 versions of one 1 MiB key fill more than one 64 MiB segment;
+        // compacted, one version is left.
+        let mut revision = 0;
+        for i in 0..80u8 {
+            let r = c.put("big", vec![i; 1024 * 1024], None).await.unwrap();
+            revision = r.header().unwrap().revision();
+        }
+        c.put("small", "v", None).await.unwrap();
+        c.compact(revision, None).await.unwrap();
+        let before = c.status().await.unwrap().db_size();
+        assert!(before > 80 * 1024 * 1024, "db size before: {before}");
+        assert!(wal_segments(&server) >= 2);
+        let d = c.defragment().await.unwrap();
+        let mut e = connect(&etcd).await;
+        let de = e.defragment().await.unwrap();
+        assert_eq!(
+            d.header().is_some(),
+            de.header().is_some(),
+            "header as etcd: {:?} vs {:?}",
+            d.header(),
+            de.header()
+        );
+        let after = c.status().await.unwrap().db_size();
+        assert!(after < 4 * 1024 * 1024, "db size after defrag: {after}");
+        revision + 1
+    });
+    // The released segments are removed in the background.
+    let mut segs = wal_segments(&server);
+    for _ in 0..200 {
+        if segs == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        segs = wal_segments(&server);
+    }
+    assert_eq!(
+        segs, 1,
+        "segments covered by the defragment snapshot are removed"
+    );
+    for s in [&server, &etcd] {
+        let out = common::etcdctl_ok(&s.endpoint(), &["defrag"], None);
+        assert_eq!(
+            out,
+            format!("Finished defragmenting etcd member[{}]\n", s.endpoint())
+        );
+    }
+    server.kill9();
+    server.restart();
+    rt.block_on(async {
+        let mut c = connect(&server).await;
+        let g = c.get("big", None).await.unwrap();
+        assert_eq!(g.header().unwrap().revision(), revision);
+        assert_eq!(g.kvs()[0].value(), vec![79u8; 1024 * 1024].as_slice());
+        assert_eq!(g.kvs()[0].version(), 80);
+        let err = c
+            .get("big", Some(GetOptions::new().with_revision(revision - 2)))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("required revision has been compacted"),
+            "{err}"
+        );
+    });
+}

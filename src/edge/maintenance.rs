@@ -1,7 +1,8 @@
-//! `etcdserverpb.Maintenance`: Status and Alarm (list). The other RPCs
-//! answer `Unimplemented` until they exist.
+//! `etcdserverpb.Maintenance`: Status, Alarm (list) and Defragment. The
+//! other RPCs answer `Unimplemented` until they exist.
 
-use super::{current_header, SharedRef};
+use super::{current_header, propose_status, SharedRef};
+use crate::shared::ProposeError;
 use ferrocd_proto::etcdserverpb::maintenance_server::Maintenance;
 use ferrocd_proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse,
@@ -75,7 +76,12 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        let saved = self.shared.request_defrag().map_err(propose_status)?;
+        saved
+            .await
+            .map_err(|_| propose_status(ProposeError::Stopped))?;
+        // etcd answers a defragment with no header at all.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
