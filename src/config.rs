@@ -38,6 +38,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auto_compactor::AutoCompaction;
 
 /// etcd's `embed.DefaultName`.
 pub const DEFAULT_NAME: &str = "default";
@@ -165,6 +168,9 @@ pub struct Config {
     /// `--experimental-watch-progress-notify-interval`, milliseconds
     /// (default 10 min).
     pub watch_progress_notify_interval_ms: u64,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; `None`:
+    /// off (retention 0, the default).
+    pub auto_compaction: Option<AutoCompaction>,
     /// `--log-level`.
     pub log_level: LogLevel,
     /// `--logger`; always `zap` (the only value etcd 3.5 accepts).
@@ -775,11 +781,18 @@ enum Setting {
     LogLevel,
     Logger,
     WatchProgressNotifyInterval,
+    AutoCompactionMode,
+    AutoCompactionRetention,
 }
 
-/// The etcd 3.5 flags ferrocd implements (20).
+/// The etcd 3.5 flags ferrocd implements (22).
 const IMPLEMENTED_FLAGS: &[(&str, Setting)] = &[
     ("advertise-client-urls", Setting::AdvertiseClientUrls),
+    ("auto-compaction-mode", Setting::AutoCompactionMode),
+    (
+        "auto-compaction-retention",
+        Setting::AutoCompactionRetention,
+    ),
     ("config-file", Setting::ConfigFile),
     ("data-dir", Setting::DataDir),
     ("election-timeout", Setting::ElectionTimeout),
@@ -828,12 +841,10 @@ const IGNORED_FLAGS: &[&str] = &[
 ];
 
 /// Every etcd 3.5 flag ferrocd refuses because it does not implement it yet
-/// (93; from `newConfig` in etcd v3.5.33's `server/etcdmain/config.go`).
+/// (90; from `newConfig` in etcd v3.5.33's `server/etcdmain/config.go`).
 pub const UNIMPLEMENTED_ETCD_FLAGS: &[&str] = &[
     "auth-token",
     "auth-token-ttl",
-    "auto-compaction-mode",
-    "auto-compaction-retention",
     "auto-tls",
     "backend-batch-interval",
     "backend-batch-limit",
@@ -924,9 +935,14 @@ pub const UNIMPLEMENTED_ETCD_FLAGS: &[&str] = &[
     "wal-dir",
 ];
 
-/// The etcd 3.5 config-file keys ferrocd implements (17).
+/// The etcd 3.5 config-file keys ferrocd implements (19).
 const IMPLEMENTED_CONFIG_KEYS: &[(&str, Setting)] = &[
     ("advertise-client-urls", Setting::AdvertiseClientUrls),
+    ("auto-compaction-mode", Setting::AutoCompactionMode),
+    (
+        "auto-compaction-retention",
+        Setting::AutoCompactionRetention,
+    ),
     ("data-dir", Setting::DataDir),
     ("election-timeout", Setting::ElectionTimeout),
     (
@@ -953,15 +969,13 @@ const IMPLEMENTED_CONFIG_KEYS: &[(&str, Setting)] = &[
 ];
 
 /// Every etcd 3.5 config-file key ferrocd refuses because it does not
-/// implement it yet (72; the JSON tags of etcd v3.5.33's `embed.Config`,
+/// implement it yet (69; the JSON tags of etcd v3.5.33's `embed.Config`,
 /// `configJSON` and etcdmain's `configProxy`). A key whose value is empty
 /// (`null`, `""`, `[]`, or a mapping of only such values and `false`) is
 /// accepted as "not set".
 pub const UNIMPLEMENTED_ETCD_CONFIG_KEYS: &[&str] = &[
     "auth-token",
     "auth-token-ttl",
-    "auto-compaction-mode",
-    "auto-compaction-retention",
     "backend-batch-interval",
     "backend-batch-limit",
     "backend-bbolt-freelist-type",
@@ -1233,6 +1247,8 @@ struct Values {
     log_level: String,
     logger: String,
     watch_progress_notify_interval_ns: u64,
+    auto_compaction_mode: String,
+    auto_compaction_retention: String,
 }
 
 impl Default for Values {
@@ -1257,6 +1273,8 @@ impl Default for Values {
             log_level: "info".to_string(),
             logger: "zap".to_string(),
             watch_progress_notify_interval_ns: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL_NS,
+            auto_compaction_mode: "periodic".to_string(),
+            auto_compaction_retention: "0".to_string(),
         }
     }
 }
@@ -1297,6 +1315,8 @@ impl Values {
             Setting::MaxTxnOps => self.max_txn_ops = uint(val)?,
             Setting::LogLevel => self.log_level = val.to_string(),
             Setting::Logger => self.logger = val.to_string(),
+            Setting::AutoCompactionMode => self.auto_compaction_mode = val.to_string(),
+            Setting::AutoCompactionRetention => self.auto_compaction_retention = val.to_string(),
             Setting::WatchProgressNotifyInterval => {
                 let ns = go_parse_duration_ns(val).ok_or_else(|| "parse error".to_string())?;
                 // A negative interval is refused by etcd's config validation.
@@ -1718,6 +1738,8 @@ fn load_config_file(path: &str, warnings: &mut Vec<String>) -> Result<Values, Co
                     Setting::InitialClusterToken => values.initial_cluster_token = s,
                     Setting::LogLevel => values.log_level = s,
                     Setting::Logger => values.logger = s,
+                    Setting::AutoCompactionMode => values.auto_compaction_mode = s,
+                    Setting::AutoCompactionRetention => values.auto_compaction_retention = s,
                     _ => unreachable!("numeric settings handled above"),
                 }
             }
@@ -1817,6 +1839,8 @@ fn finish(
             ));
         }
     }
+    let auto_compaction =
+        parse_auto_compaction(&v.auto_compaction_mode, &v.auto_compaction_retention)?;
     if v.max_request_bytes > RECOMMENDED_MAX_REQUEST_BYTES {
         warnings.push(format!(
             "exceeded recommended request limit: --max-request-bytes {} is above the recommended {RECOMMENDED_MAX_REQUEST_BYTES} (10 MiB)",
@@ -1840,11 +1864,61 @@ fn finish(
         max_request_bytes: v.max_request_bytes,
         max_txn_ops: v.max_txn_ops,
         watch_progress_notify_interval_ms: v.watch_progress_notify_interval_ns / 1_000_000,
+        auto_compaction,
         log_level,
         logger: v.logger,
         cores,
         config_file,
         warnings,
+    })
+}
+
+/// etcd's `Validate` check of `--auto-compaction-mode` and its
+/// `parseCompactionRetention`: a bare integer is hours (periodic) or
+/// revisions (revision); anything else is a Go duration. 0 turns automatic
+/// compaction off (`None`).
+fn parse_auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<AutoCompaction>, ConfigError> {
+    let invalid = |s: String| Err(ConfigError::Invalid(s));
+    if !matches!(mode, "" | "periodic" | "revision") {
+        return invalid(format!("unknown auto-compaction-mode {mode:?}"));
+    }
+    let parsed = match retention.parse::<i64>() {
+        Ok(h) if h >= 0 => match mode {
+            "revision" => AutoCompaction::Revision(h),
+            "periodic" => AutoCompaction::Periodic(Duration::from_secs(
+                u64::try_from(h).unwrap_or(0).saturating_mul(3600),
+            )),
+            _ => return invalid("--auto-compaction-mode is undefined".to_string()),
+        },
+        _ => {
+            let Some(ns) = go_parse_duration_ns(retention) else {
+                return invalid(format!(
+                    "error parsing CompactionRetention: time: invalid duration {retention:?}"
+                ));
+            };
+            let Ok(ns) = u64::try_from(ns) else {
+                return invalid(format!(
+                    "error parsing CompactionRetention: {retention:?} is negative"
+                ));
+            };
+            match mode {
+                "revision" => AutoCompaction::Revision(i64::try_from(ns).unwrap_or(i64::MAX)),
+                _ => AutoCompaction::Periodic(Duration::from_nanos(ns)),
+            }
+        }
+    };
+    Ok(match parsed {
+        AutoCompaction::Revision(0) => None,
+        AutoCompaction::Periodic(d) if d.is_zero() => None,
+        AutoCompaction::Periodic(d) if d < Duration::from_millis(10) => {
+            return invalid(format!(
+                "auto-compaction-retention {retention:?} is too short for periodic compaction (at least 10ms)"
+            ))
+        }
+        other => Some(other),
     })
 }
 
@@ -1915,6 +1989,11 @@ Clustering:
     List of this member's client URLs to advertise to the public.
     The client URLs advertised should be accessible to machines that talk to the cluster. Client libraries parse these URLs to connect to the cluster.
 
+  --auto-compaction-retention '0'
+    Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
+  --auto-compaction-mode 'periodic'
+    Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.
+
 Experimental feature:
   --experimental-watch-progress-notify-interval '10m'
     Duration of periodical watch progress notification.
@@ -1971,6 +2050,72 @@ mod tests {
 
     fn err(a: &[&str]) -> ConfigError {
         run(a).expect_err("expected an error")
+    }
+
+    #[test]
+    fn auto_compaction_from_flags_env_and_config_file_as_etcd_parses_it() {
+        let ac = |a: &[&str]| run(a).unwrap().auto_compaction;
+        let hours = |h: u64| Some(AutoCompaction::Periodic(Duration::from_secs(h * 3600)));
+        assert_eq!(ac(&[]), None, "retention 0 (the default) is off");
+        assert_eq!(
+            ac(&["--auto-compaction-retention=1"]),
+            hours(1),
+            "bare number: hours"
+        );
+        assert_eq!(
+            ac(&["--auto-compaction-retention=5m"]),
+            Some(AutoCompaction::Periodic(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            ac(&[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=1000"
+            ]),
+            Some(AutoCompaction::Revision(1000))
+        );
+        assert_eq!(ac(&["--auto-compaction-mode=revision"]), None);
+        assert_eq!(
+            run_env(&[], &[("ETCD_AUTO_COMPACTION_RETENTION", "10h")])
+                .unwrap()
+                .auto_compaction,
+            hours(10)
+        );
+        let f = yaml_file("auto-compaction-mode: revision\nauto-compaction-retention: 500\n");
+        assert_eq!(
+            run(&["--config-file", &path_of(&f)])
+                .unwrap()
+                .auto_compaction,
+            Some(AutoCompaction::Revision(500))
+        );
+        let f = yaml_file("auto-compaction-retention: '2h'\n");
+        assert_eq!(
+            run(&["--config-file", &path_of(&f)])
+                .unwrap()
+                .auto_compaction,
+            hours(2)
+        );
+        for (a, want) in [
+            (
+                &[
+                    "--auto-compaction-mode=hourly",
+                    "--auto-compaction-retention=1",
+                ][..],
+                "unknown auto-compaction-mode \"hourly\"",
+            ),
+            (
+                &["--auto-compaction-retention=soon"][..],
+                "error parsing CompactionRetention: time: invalid duration \"soon\"",
+            ),
+            (
+                &["--auto-compaction-mode=", "--auto-compaction-retention=3"][..],
+                "--auto-compaction-mode is undefined",
+            ),
+            (&["--auto-compaction-retention=-1h"][..], "is negative"),
+            (&["--auto-compaction-retention=1ms"][..], "too short"),
+        ] {
+            let e = err(a).to_string();
+            assert!(e.contains(want), "{a:?}: {e}");
+        }
     }
 
     fn strs(urls: &[Url]) -> Vec<&str> {
@@ -2247,7 +2392,7 @@ mod tests {
 
     #[test]
     fn unimplemented_etcd_flags_are_refused_by_name() {
-        assert_eq!(UNIMPLEMENTED_ETCD_FLAGS.len(), 92);
+        assert_eq!(UNIMPLEMENTED_ETCD_FLAGS.len(), 90);
         assert_eq!(
             IMPLEMENTED_FLAGS.len() + IGNORED_FLAGS.len() + UNIMPLEMENTED_ETCD_FLAGS.len(),
             127
@@ -2255,10 +2400,10 @@ mod tests {
         let all = all_etcd_flags_sorted();
         let unique: BTreeSet<_> = all.iter().collect();
         assert_eq!(unique.len(), all.len(), "a flag is listed twice");
-        let e = err(&["--auto-compaction-retention", "1h"]);
+        let e = err(&["--cors", "*"]);
         assert_eq!(
             e.to_string(),
-            "ferrocd: flag --auto-compaction-retention is an etcd flag that ferrocd does not implement yet"
+            "ferrocd: flag --cors is an etcd flag that ferrocd does not implement yet"
         );
         assert_eq!(e.exit_code(), 2);
         for flag in UNIMPLEMENTED_ETCD_FLAGS {
@@ -2332,10 +2477,10 @@ mod tests {
             .any(|w| w == "unrecognized environment variable ETCD_FOO=1"));
         assert!(!c.warnings.iter().any(|w| w.contains("ETCDCTL_API")));
         // Unimplemented etcd settings are refused by variable and flag name.
-        let e = run_env(&[], &[("ETCD_AUTO_COMPACTION_RETENTION", "1")]).unwrap_err();
+        let e = run_env(&[], &[("ETCD_CORS", "*")]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "ferrocd: environment variable ETCD_AUTO_COMPACTION_RETENTION sets etcd flag --auto-compaction-retention, which ferrocd does not implement yet"
+            "ferrocd: environment variable ETCD_CORS sets etcd flag --cors, which ferrocd does not implement yet"
         );
         assert_eq!(e.exit_code(), 1);
         for flag in UNIMPLEMENTED_ETCD_FLAGS {
@@ -2566,13 +2711,13 @@ mod tests {
 
     #[test]
     fn config_file_unimplemented_keys_are_refused() {
-        assert_eq!(UNIMPLEMENTED_ETCD_CONFIG_KEYS.len(), 71);
-        let f = yaml_file("name: x\nauto-compaction-retention: \"1\"\n");
+        assert_eq!(UNIMPLEMENTED_ETCD_CONFIG_KEYS.len(), 69);
+        let f = yaml_file("name: x\ncors: \"*\"\n");
         let p = path_of(&f);
         let e = err(&["--config-file", &p]);
         assert_eq!(
             e.to_string(),
-            format!("ferrocd: config file {p:?}: key \"auto-compaction-retention\" is an etcd setting that ferrocd does not implement yet")
+            format!("ferrocd: config file {p:?}: key \"cors\" is an etcd setting that ferrocd does not implement yet")
         );
         assert_eq!(e.exit_code(), 1);
         for key in UNIMPLEMENTED_ETCD_CONFIG_KEYS {

@@ -4,6 +4,7 @@
 //! `--config-file`), sets up logging and runs the node until SIGINT or
 //! SIGTERM (exit 0 after a clean shutdown).
 
+mod auto_compactor;
 mod command;
 mod config;
 mod doorbell;

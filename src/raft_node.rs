@@ -28,10 +28,12 @@
 //! A failed WAL write or fdatasync stops the process at once: nothing past
 //! it is acknowledged (fail-stop).
 
+use crate::auto_compactor::{AutoCompaction, AutoCompactor};
 use crate::command::Command;
 use crate::recovery::{Recovered, RECORD_ENTRY, RECORD_HARD_STATE};
 use crate::shared::{Proposal, ProposeError, ProposeResult, Shared};
 use crate::snapshotter::Snapshotter;
+use ferrocd_core::KvError;
 use ferrocd_wal::io::{UringIo, WalIo};
 use ferrocd_wal::snapshot::SnapshotMeta;
 use ferrocd_wal::{BatchTicket, Record, Wal, WalError};
@@ -69,6 +71,8 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// Applied entries between snapshots (`--snapshot-count`).
     pub snapshot_count: u64,
+    /// `--auto-compaction-*` (`None`: off).
+    pub auto_compaction: Option<AutoCompaction>,
 }
 
 struct Waiter {
@@ -97,6 +101,9 @@ pub struct RaftNode<I: WalIo = UringIo> {
     wal_index: u64,
     applied_index: u64,
     snapshot_index: u64,
+    /// `--auto-compaction-*`, and the compaction it proposed and waits for.
+    compactor: Option<AutoCompactor>,
+    compaction: Option<(i64, oneshot::Receiver<ProposeResult>)>,
     /// Defragment calls and the applied index a snapshot must reach for
     /// them.
     defrags: Vec<(u64, tokio::sync::oneshot::Sender<()>)>,
@@ -167,9 +174,15 @@ impl<I: WalIo> RaftNode<I> {
             applied_index: applied,
             snapshot_index: applied,
             defrags: Vec::new(),
+            compactor: None,
+            compaction: None,
             announced: false,
             on_ready: Some(on_ready),
         };
+        if let Some(mode) = me.cfg.auto_compaction {
+            let revision = me.shared.read_keyspace().revision();
+            me.compactor = Some(AutoCompactor::new(mode, Instant::now(), revision));
+        }
         me.publish_status();
         me.set_preamble();
         Ok(me)
@@ -191,6 +204,7 @@ impl<I: WalIo> RaftNode<I> {
             progressed |= self.handle_ready()?;
             progressed |= self.apply_durable()?;
             progressed |= self.reap_snapshot()?;
+            progressed |= self.maybe_snapshot();
             progressed |= self.serve_defrags();
             if !progressed {
                 self.park();
@@ -280,7 +294,60 @@ impl<I: WalIo> RaftNode<I> {
         self.next_tick = now + Duration::from_millis(self.cfg.heartbeat_interval_ms);
         self.node.tick();
         self.expire_leases(now);
+        self.auto_compact(now);
         true
+    }
+
+    /// Runs the automatic compactor on the leader (etcd pauses it on
+    /// followers): reports the last compaction's outcome, then proposes the
+    /// next one when it is due, as an ordinary `Compact` entry.
+    fn auto_compact(&mut self, now: Instant) {
+        if self.node.raft.state != StateRole::Leader {
+            return;
+        }
+        let Some(compactor) = self.compactor.as_mut() else {
+            return;
+        };
+        let (kind, retention) = compactor.describe();
+        if let Some((revision, rx)) = self.compaction.as_mut() {
+            let revision = *revision;
+            let outcome = match rx.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => return,
+                Ok(r) => r,
+                Err(oneshot::error::TryRecvError::Closed) => Err(ProposeError::Stopped),
+            };
+            self.compaction = None;
+            // An earlier compaction to or past it counts as done, as in etcd.
+            let ok = matches!(outcome, Ok(_) | Err(ProposeError::Kv(KvError::Compacted)));
+            if ok {
+                tracing::info!(
+                    revision,
+                    kind,
+                    retention,
+                    "completed auto {kind} compaction"
+                );
+            } else if let Err(e) = &outcome {
+                tracing::warn!(revision, kind, retention, error = %e, "failed auto {kind} compaction");
+            }
+            compactor.on_compacted(now, revision, ok);
+        }
+        let store_revision = self.shared.read_keyspace().revision();
+        let Some(revision) = compactor.on_tick(now, store_revision) else {
+            return;
+        };
+        tracing::info!(revision, kind, retention, "starting auto {kind} compaction");
+        let command = Command::Compact(ferrocd_proto::etcdserverpb::CompactionRequest {
+            revision,
+            physical: false,
+        });
+        let data = command.encode();
+        let (reply, rx) = oneshot::channel();
+        self.propose(Proposal {
+            command,
+            data,
+            reply,
+        });
+        self.compaction = Some((revision, rx));
     }
 
     /// The leader proposes the revocation of expired leases (rate-limited);
@@ -509,10 +576,30 @@ impl<I: WalIo> RaftNode<I> {
                 let _ = tx.send(());
             }
         }
-        if self.applied_index - self.snapshot_index >= self.cfg.snapshot_count {
-            self.snapshot(last.term);
-        }
         Ok(true)
+    }
+
+    /// Starts a snapshot once `--snapshot-count` entries were applied since
+    /// the last one and none is being saved. Checked every loop round, not
+    /// only when entries apply: a burst of writes that ends while a
+    /// snapshot is being saved still gets its snapshot (and its WAL
+    /// segments released) when that one finishes.
+    fn maybe_snapshot(&mut self) -> bool {
+        if self.applied_index - self.snapshot_index < self.cfg.snapshot_count
+            || !self.snapshotter.idle()
+        {
+            return false;
+        }
+        match self.node.raft.raft_log.term(self.applied_index) {
+            Ok(term) => {
+                self.snapshot(term);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, index = self.applied_index, "no term for a snapshot");
+                false
+            }
+        }
     }
 
     /// Starts an image of the keyspace as of the applied index, which the
@@ -731,6 +818,7 @@ mod tests {
             heartbeat_interval_ms: 10,
             election_ticks: 10,
             snapshot_count: 1_000_000,
+            auto_compaction: None,
         };
         let node = RaftNode::new(rec, MEMBER, cfg, shared.clone(), tx).unwrap();
         let t = std::thread::spawn(move || node.run());

@@ -211,6 +211,7 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         election_ticks: usize::try_from(cfg.election_ticks()).unwrap_or(10),
         snapshot_count: cfg.effective_snapshot_count(),
+        auto_compaction: cfg.auto_compaction,
     };
     let node = RaftNode::new(rec, member_id, node_cfg, shared.clone(), ready_tx)?;
     let raft_thread = std::thread::Builder::new()
