@@ -305,6 +305,13 @@ impl<I: WalIo> RaftNode<I> {
         if self.node.raft.state != StateRole::Leader {
             return;
         }
+        // A compaction abandons a snapshot being copied (its versions at or
+        // below the image's revision change): with a short retention and a
+        // large store, proposing regardless would abandon every snapshot and
+        // never release the WAL. The compactor just checks again next tick.
+        if !self.snapshotter.idle() && self.compaction.is_none() {
+            return;
+        }
         let Some(compactor) = self.compactor.as_mut() else {
             return;
         };
@@ -704,6 +711,9 @@ impl<I: WalIo> RaftNode<I> {
         while let Some(p) = self.shared.proposals.pop() {
             let _ = p.reply.send(Err(ProposeError::Stopped));
         }
+        // Dropped senders answer waiting defragments "server stopped".
+        while self.shared.defrags.pop().is_some() {}
+        self.defrags.clear();
         if let Err(e) = self.wal.wait() {
             return Err(Fatal::new("WAL fdatasync failed during shutdown", &e));
         }

@@ -26,8 +26,18 @@ const FRAME_HEADER_BYTES: usize = 9;
 /// Largest frame payload: the SETTINGS_MAX_FRAME_SIZE the server
 /// advertises (`http2::serve_connection`).
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 16 * 1024;
-/// Largest header block (all its frames) a transcoded connection may send.
-const HEADER_BLOCK_BYTES_MAX: usize = 1024 * 1024;
+/// Largest header block (all its frames) the filter decodes; a gRPC
+/// request's is a few hundred bytes. Larger first blocks go to hyper as
+/// they are; on a transcoded connection they end it.
+const HEADER_BLOCK_BYTES_MAX: usize = 16 * 1024;
+/// Most header fields in a block the filter decodes (counted before
+/// decoding). Bounds the decoder's work per block: it builds a Huffman
+/// table per Huffman-coded string, and an indexed field can repeat a
+/// 4 KiB table entry.
+const HEADER_FIELDS_MAX: usize = 64;
+/// The HPACK dynamic table size h2 advertises (its default; the server
+/// does not change it), which the client's size updates may not exceed.
+const HPACK_TABLE_BYTES_MAX: usize = 4096;
 
 const TYPE_HEADERS: u8 = 0x1;
 const TYPE_CONTINUATION: u8 = 0x9;
@@ -42,6 +52,9 @@ pub enum AuthorityFixError {
     /// A header block that does not decode (the HPACK state is lost).
     #[error("undecodable header block: {0}")]
     Hpack(String),
+    /// A header block with more fields than the filter decodes.
+    #[error("header block with more than {HEADER_FIELDS_MAX} fields")]
+    TooManyFields,
     /// A frame or header block above the limits.
     #[error("frame or header block too large ({0} bytes)")]
     TooLarge(usize),
@@ -107,11 +120,13 @@ impl AuthorityFix {
     /// A filter for a new connection.
     #[must_use]
     pub fn new() -> AuthorityFix {
+        let mut decoder = Decoder::new();
+        decoder.set_max_allowed_table_size(HPACK_TABLE_BYTES_MAX);
         AuthorityFix {
             mode: Mode::Preface(0),
             pending: Vec::new(),
             block: None,
-            decoder: Decoder::new(),
+            decoder,
             encoder: Encoder::new(),
             rewritten: 0,
         }
@@ -262,6 +277,14 @@ impl AuthorityFix {
     }
 
     fn on_block(&mut self, block: Block, out: &mut Vec<u8>) -> Result<(), AuthorityFixError> {
+        if hpack_fields(&block.fragment).is_some_and(|n| n > HEADER_FIELDS_MAX) {
+            if self.mode == Mode::Transcode {
+                return Err(AuthorityFixError::TooManyFields);
+            }
+            out.extend_from_slice(&block.original);
+            self.mode = Mode::Passthrough;
+            return Ok(());
+        }
         let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let decoded = self.decoder.decode_with_cb(&block.fragment, |n, v| {
             headers.push((n.into_owned(), v.into_owned()))
@@ -314,6 +337,58 @@ fn headers_fragment(flags: u8, payload: &[u8]) -> Option<(Option<[u8; 5]>, &[u8]
     }
     let end = p.len().checked_sub(pad)?;
     Some((priority, &p[..end]))
+}
+
+/// Field representations in an HPACK block, counted without decoding any
+/// string (RFC 7541 §6); `None` when it does not parse (the decoder then
+/// reports it).
+fn hpack_fields(mut b: &[u8]) -> Option<usize> {
+    let mut fields = 0;
+    while let Some(&first) = b.first() {
+        if first & 0x80 != 0 {
+            b = hpack_int(b, 7)?.1;
+            fields += 1;
+        } else if first & 0xe0 == 0x20 {
+            b = hpack_int(b, 5)?.1;
+        } else {
+            let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
+            let (name_index, rest) = hpack_int(b, prefix)?;
+            b = rest;
+            if name_index == 0 {
+                b = hpack_skip_string(b)?;
+            }
+            b = hpack_skip_string(b)?;
+            fields += 1;
+        }
+    }
+    Some(fields)
+}
+
+/// An HPACK integer with an N-bit prefix (RFC 7541 §5.1) and the bytes
+/// after it.
+fn hpack_int(b: &[u8], prefix_bits: u32) -> Option<(u64, &[u8])> {
+    let max = (1u64 << prefix_bits) - 1;
+    let mut value = u64::from(*b.first()?) & max;
+    if value < max {
+        return Some((value, &b[1..]));
+    }
+    let mut shift = 0u32;
+    for (i, &byte) in b.iter().enumerate().skip(1) {
+        value = value.checked_add(u64::from(byte & 0x7f) << shift)?;
+        if byte & 0x80 == 0 {
+            return Some((value, &b[i + 1..]));
+        }
+        shift += 7;
+        if shift > 56 {
+            return None;
+        }
+    }
+    None
+}
+
+fn hpack_skip_string(b: &[u8]) -> Option<&[u8]> {
+    let (len, rest) = hpack_int(b, 7)?;
+    rest.get(usize::try_from(len).ok()?..)
 }
 
 /// `http://host:port[/...]` -> `host:port`; `None` when there is no scheme.
@@ -504,8 +579,7 @@ mod tests {
 
     #[test]
     fn a_scheme_in_the_authority_is_cut_from_every_block() {
-        // A 40 KiB header value: the re-encoded block needs CONTINUATIONs.
-        let big = vec![b'z'; 40 * 1024];
+        let big = vec![b'z'; 4 * 1024];
         let blocks = vec![
             request(
                 b"http://127.0.0.1:2379",
@@ -590,6 +664,85 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_block_that_grows_when_re_encoded_is_split_into_continuations() {
+        // A Huffman-coded value of 20,000 '0's (5-bit code 00000: 12,500
+        // zero bytes) fits one frame; re-encoded as a plain literal it
+        // needs two.
+        let mut enc = Encoder::new();
+        let mut block = enc.encode(request(b"http://h:1", b"/a/b", b"v"));
+        block.push(0x00); // literal without indexing, new name
+        block.push(6);
+        block.extend_from_slice(b"x-huge");
+        block.extend_from_slice(&[0x80 | 0x7f, 0xd5, 0x60]); // H, 127 + 12,373 = 12,500
+        block.extend(std::iter::repeat_n(0u8, 12_500));
+        let mut input = PREFACE.to_vec();
+        frame_header(&mut input, block.len(), TYPE_HEADERS, FLAG_END_HEADERS, 1);
+        input.extend_from_slice(&block);
+        let (out, fix) = run(&input, 1000);
+        assert_eq!(fix.rewritten(), 1);
+        let fs = frames(&out);
+        assert_eq!(
+            fs.iter().map(|f| f.0).collect::<Vec<_>>(),
+            vec![TYPE_HEADERS, TYPE_CONTINUATION]
+        );
+        assert_eq!(fs[0].1 & FLAG_END_HEADERS, 0);
+        assert_eq!(fs[1].1 & FLAG_END_HEADERS, FLAG_END_HEADERS);
+        let got = &decoded_blocks(&out)[0];
+        let authority = got.iter().find(|(n, _)| n == b":authority").unwrap();
+        assert_eq!(authority.1, b"h:1");
+        let huge = &got.iter().find(|(n, _)| n == b"x-huge").unwrap().1;
+        assert!(huge.len() == 20_000 && huge.iter().all(|&b| b == b'0'));
+    }
+
+    #[test]
+    fn blocks_beyond_the_limits_are_not_decoded() {
+        // First block: 65 fields -> handed to hyper unchanged.
+        let many: Vec<(Vec<u8>, Vec<u8>)> = (0..65)
+            .map(|i| (format!("x-{i}").into_bytes(), b"v".to_vec()))
+            .collect();
+        let mut headers = request(b"http://h:1", b"/a/b", b"v");
+        headers.extend(many.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        let input = client_bytes(&[headers.clone()], 1000, 0);
+        let (out, fix) = run(&input, 7);
+        assert_eq!(out, input);
+        assert!(fix.is_passthrough());
+        // The same block after a rewritten one ends the connection.
+        let input = client_bytes(&[request(b"http://h:1", b"/a/b", b"v"), headers], 1000, 0);
+        let mut fix = AuthorityFix::new();
+        let mut out = Vec::new();
+        assert_eq!(
+            fix.on_input(&input, &mut out),
+            Err(AuthorityFixError::TooManyFields)
+        );
+        // A table size update above h2's 4096 is refused by the decoder.
+        let mut block = vec![0x3f, 0xe1, 0x7f]; // size update to 16,384
+        block.extend_from_slice(&[0x82]); // :method GET
+        let mut bytes = PREFACE.to_vec();
+        frame_header(&mut bytes, block.len(), TYPE_HEADERS, FLAG_END_HEADERS, 1);
+        bytes.extend_from_slice(&block);
+        let (out, fix) = run(&bytes, 100);
+        assert_eq!(out, bytes, "handed to hyper, which refuses it");
+        assert!(fix.is_passthrough());
+    }
+
+    #[test]
+    fn hpack_field_count_matches_the_decoder() {
+        let mut enc = Encoder::new();
+        let big = vec![b'q'; 300];
+        for headers in [
+            request(b"http://h:1", b"/a", &big),
+            request(b"a:1", b"/b", b""),
+        ] {
+            let block = enc.encode(headers.iter().copied());
+            assert_eq!(hpack_fields(&block), Some(headers.len()));
+        }
+        assert_eq!(hpack_fields(&[0x3f, 0xe1, 0x7f, 0x82]), Some(1));
+        assert_eq!(hpack_fields(&[0x40, 0x05, b'a']), None, "cut string");
+        assert_eq!(hpack_fields(&[0xff, 0xff, 0xff]), None, "cut integer");
+        assert_eq!(hpack_fields(&[0xff; 12]), None, "integer too long");
     }
 
     #[test]

@@ -154,6 +154,19 @@ pub enum SnapshotError {
         /// What was wrong.
         reason: String,
     },
+    /// The snapshot was written in a format this build does not read. Not
+    /// skipped as corruption: falling back past it could lose state.
+    #[error(
+        "snapshot {file} has format version {version}; this ferrocd reads version {supported}"
+    )]
+    Unsupported {
+        /// Snapshot file name.
+        file: String,
+        /// Its format version.
+        version: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
     /// rkyv failed to serialize the value.
     #[error("serializing snapshot body failed: {0}")]
     Serialize(String),

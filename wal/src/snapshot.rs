@@ -89,6 +89,14 @@ fn header(meta: SnapshotMeta, body_len: u64, body_crc: u32) -> [u8; SNAPSHOT_HEA
     h
 }
 
+/// The format version of a file whose magic and header CRC are intact.
+fn header_version(file: &[u8]) -> Option<u32> {
+    let h = file.get(..SNAPSHOT_HEADER_BYTES)?;
+    let crc = u32::from_le_bytes(h[44..48].try_into().expect("4 bytes"));
+    (h[0..8] == SNAPSHOT_MAGIC && crc32c::crc32c(&h[0..44]) == crc)
+        .then(|| u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")))
+}
+
 /// Splits a body into its frames: byte ranges of the body. Never panics.
 ///
 /// # Errors
@@ -359,6 +367,15 @@ impl<F: FileSystem> SnapshotDir<F> {
         T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>,
     {
         let bytes = self.fs.read(name).map_err(io_err("read", name))?;
+        if let Some(version) = header_version(&bytes) {
+            if version != SNAPSHOT_FORMAT_VERSION {
+                return Err(SnapshotError::Unsupported {
+                    file: name.to_string(),
+                    version,
+                    supported: SNAPSHOT_FORMAT_VERSION,
+                });
+            }
+        }
         let corrupt = |reason: String| SnapshotError::Corrupt {
             file: name.to_string(),
             reason,

@@ -364,3 +364,31 @@ fn frame_lengths_that_run_past_the_body_are_corruption() {
         other => panic!("expected Corrupt, got {other}"),
     }
 }
+
+#[test]
+fn another_format_version_is_refused_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut snaps = SnapshotDir::open(dir.path()).unwrap();
+    snaps.save(meta(10), &state(3)).unwrap();
+    // A newer file of format 1 (the single-archive format), header intact.
+    let path = dir.path().join(snapshot_name(20));
+    let mut bytes = std::fs::read(dir.path().join(snapshot_name(10))).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    bytes[16..24].copy_from_slice(&20u64.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[0..44]);
+    bytes[44..48].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    match snaps.load_newest_valid::<State>() {
+        Err(SnapshotError::Unsupported {
+            file,
+            version,
+            supported,
+        }) => {
+            assert_eq!(
+                (file.as_str(), version, supported),
+                (snapshot_name(20).as_str(), 1, 2)
+            );
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
