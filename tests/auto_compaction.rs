@@ -11,6 +11,17 @@ async fn connect(s: &Server) -> Client {
     Client::connect([s.url()], None).await.expect("connect")
 }
 
+/// ferrocd and etcd, each started with the same auto-compaction flags.
+fn both(dir: &std::path::Path, mode: &str, retention: &str) -> [Server; 2] {
+    let flags = [
+        "--auto-compaction-mode",
+        mode,
+        "--auto-compaction-retention",
+        retention,
+    ];
+    [Server::ferrocd(dir, &flags), Server::etcd(dir, &flags)]
+}
+
 /// Whether a read at `rev` is refused as compacted.
 async fn compacted(c: &mut Client, rev: i64) -> bool {
     match c.get("k", Some(GetOptions::new().with_revision(rev))).await {
@@ -31,16 +42,7 @@ async fn compacted(c: &mut Client, rev: i64) -> bool {
 #[test]
 fn periodic_retention_compacts_old_history_like_etcd() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--auto-compaction-mode",
-        "periodic",
-        "--auto-compaction-retention",
-        "1s",
-    ];
-    let servers = [
-        Server::ferrocd(dir.path(), &flags),
-        Server::etcd(dir.path(), &flags),
-    ];
+    let servers = both(dir.path(), "periodic", "1s");
     let rt = common::runtime();
     rt.block_on(async {
         for s in &servers {
@@ -93,16 +95,7 @@ fn periodic_retention_compacts_old_history_like_etcd() {
 #[test]
 fn revision_mode_starts_and_unknown_modes_are_refused_like_etcd() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--auto-compaction-mode",
-        "revision",
-        "--auto-compaction-retention",
-        "1000",
-    ];
-    let servers = [
-        Server::ferrocd(dir.path(), &flags),
-        Server::etcd(dir.path(), &flags),
-    ];
+    let servers = both(dir.path(), "revision", "1000");
     let rt = common::runtime();
     rt.block_on(async {
         for s in &servers {
