@@ -142,6 +142,9 @@ pub struct Config {
     pub advertise_client_urls: Vec<Url>,
     /// `--listen-peer-urls`: sorted, de-duplicated, each an IP or `localhost`.
     pub listen_peer_urls: Vec<Url>,
+    /// `--listen-metrics-urls`: where `/metrics` and `/health` are served
+    /// over HTTP/1.1 (empty by default, as etcd's).
+    pub listen_metrics_urls: Vec<Url>,
     /// `--initial-advertise-peer-urls`: sorted, de-duplicated; host names allowed.
     pub initial_advertise_peer_urls: Vec<Url>,
     /// `--initial-cluster`, as text (etcd parses it only when bootstrapping;
@@ -783,9 +786,10 @@ enum Setting {
     WatchProgressNotifyInterval,
     AutoCompactionMode,
     AutoCompactionRetention,
+    ListenMetricsUrls,
 }
 
-/// The etcd 3.5 flags ferrocd implements (22).
+/// The etcd 3.5 flags ferrocd implements (23).
 const IMPLEMENTED_FLAGS: &[(&str, Setting)] = &[
     ("advertise-client-urls", Setting::AdvertiseClientUrls),
     ("auto-compaction-mode", Setting::AutoCompactionMode),
@@ -809,6 +813,7 @@ const IMPLEMENTED_FLAGS: &[(&str, Setting)] = &[
     ("initial-cluster-state", Setting::InitialClusterState),
     ("initial-cluster-token", Setting::InitialClusterToken),
     ("listen-client-urls", Setting::ListenClientUrls),
+    ("listen-metrics-urls", Setting::ListenMetricsUrls),
     ("listen-peer-urls", Setting::ListenPeerUrls),
     ("log-level", Setting::LogLevel),
     ("logger", Setting::Logger),
@@ -841,7 +846,7 @@ const IGNORED_FLAGS: &[&str] = &[
 ];
 
 /// Every etcd 3.5 flag ferrocd refuses because it does not implement it yet
-/// (90; from `newConfig` in etcd v3.5.33's `server/etcdmain/config.go`).
+/// (89; from `newConfig` in etcd v3.5.33's `server/etcdmain/config.go`).
 pub const UNIMPLEMENTED_ETCD_FLAGS: &[&str] = &[
     "auth-token",
     "auth-token-ttl",
@@ -897,7 +902,6 @@ pub const UNIMPLEMENTED_ETCD_FLAGS: &[&str] = &[
     "initial-election-tick-advance",
     "key-file",
     "listen-client-http-urls",
-    "listen-metrics-urls",
     "log-outputs",
     "log-rotation-config-json",
     "max-concurrent-streams",
@@ -935,7 +939,7 @@ pub const UNIMPLEMENTED_ETCD_FLAGS: &[&str] = &[
     "wal-dir",
 ];
 
-/// The etcd 3.5 config-file keys ferrocd implements (19).
+/// The etcd 3.5 config-file keys ferrocd implements (20).
 const IMPLEMENTED_CONFIG_KEYS: &[(&str, Setting)] = &[
     ("advertise-client-urls", Setting::AdvertiseClientUrls),
     ("auto-compaction-mode", Setting::AutoCompactionMode),
@@ -958,6 +962,7 @@ const IMPLEMENTED_CONFIG_KEYS: &[(&str, Setting)] = &[
     ("initial-cluster-state", Setting::InitialClusterState),
     ("initial-cluster-token", Setting::InitialClusterToken),
     ("listen-client-urls", Setting::ListenClientUrls),
+    ("listen-metrics-urls", Setting::ListenMetricsUrls),
     ("listen-peer-urls", Setting::ListenPeerUrls),
     ("log-level", Setting::LogLevel),
     ("logger", Setting::Logger),
@@ -969,7 +974,7 @@ const IMPLEMENTED_CONFIG_KEYS: &[(&str, Setting)] = &[
 ];
 
 /// Every etcd 3.5 config-file key ferrocd refuses because it does not
-/// implement it yet (69; the JSON tags of etcd v3.5.33's `embed.Config`,
+/// implement it yet (68; the JSON tags of etcd v3.5.33's `embed.Config`,
 /// `configJSON` and etcdmain's `configProxy`). A key whose value is empty
 /// (`null`, `""`, `[]`, or a mapping of only such values and `false`) is
 /// accepted as "not set".
@@ -1020,7 +1025,6 @@ pub const UNIMPLEMENTED_ETCD_CONFIG_KEYS: &[&str] = &[
     "host-whitelist",
     "initial-election-tick-advance",
     "listen-client-http-urls",
-    "listen-metrics-urls",
     "log-outputs",
     "log-rotation-config-json",
     "max-concurrent-streams",
@@ -1232,6 +1236,7 @@ struct Values {
     name: String,
     data_dir: String,
     listen_client_urls: Vec<Url>,
+    listen_metrics_urls: Vec<Url>,
     advertise_client_urls: Vec<Url>,
     listen_peer_urls: Vec<Url>,
     initial_advertise_peer_urls: Vec<Url>,
@@ -1258,6 +1263,7 @@ impl Default for Values {
             name: DEFAULT_NAME.to_string(),
             data_dir: String::new(),
             listen_client_urls: urls(DEFAULT_LISTEN_CLIENT_URLS),
+            listen_metrics_urls: Vec::new(),
             advertise_client_urls: urls(DEFAULT_ADVERTISE_CLIENT_URLS),
             listen_peer_urls: urls(DEFAULT_LISTEN_PEER_URLS),
             initial_advertise_peer_urls: urls(DEFAULT_INITIAL_ADVERTISE_PEER_URLS),
@@ -1296,6 +1302,7 @@ impl Values {
             Setting::Name => self.name = val.to_string(),
             Setting::DataDir => self.data_dir = val.to_string(),
             Setting::ListenClientUrls => urls(&mut self.listen_client_urls, val)?,
+            Setting::ListenMetricsUrls => urls(&mut self.listen_metrics_urls, val)?,
             Setting::AdvertiseClientUrls => urls(&mut self.advertise_client_urls, val)?,
             Setting::ListenPeerUrls => urls(&mut self.listen_peer_urls, val)?,
             Setting::InitialAdvertisePeerUrls => urls(&mut self.initial_advertise_peer_urls, val)?,
@@ -1715,6 +1722,7 @@ fn load_config_file(path: &str, warnings: &mut Vec<String>) -> Result<Values, Co
                 };
                 match setting {
                     Setting::ListenClientUrls
+                    | Setting::ListenMetricsUrls
                     | Setting::AdvertiseClientUrls
                     | Setting::ListenPeerUrls
                     | Setting::InitialAdvertisePeerUrls => {
@@ -1726,6 +1734,7 @@ fn load_config_file(path: &str, warnings: &mut Vec<String>) -> Result<Values, Co
                         })?;
                         match setting {
                             Setting::ListenClientUrls => values.listen_client_urls = urls,
+                            Setting::ListenMetricsUrls => values.listen_metrics_urls = urls,
                             Setting::AdvertiseClientUrls => values.advertise_client_urls = urls,
                             Setting::ListenPeerUrls => values.listen_peer_urls = urls,
                             _ => values.initial_advertise_peer_urls = urls,
@@ -1768,7 +1777,12 @@ fn finish(
     let Some(log_level) = LogLevel::parse(&v.log_level) else {
         return Err(ConfigError::InvalidLogLevel(v.log_level));
     };
-    for u in v.listen_peer_urls.iter().chain(&v.listen_client_urls) {
+    for u in v
+        .listen_peer_urls
+        .iter()
+        .chain(&v.listen_client_urls)
+        .chain(&v.listen_metrics_urls)
+    {
         if u.host != "localhost" && u.host.parse::<IpAddr>().is_err() {
             return invalid(format!("expected IP in URL for binding ({u})"));
         }
@@ -1851,6 +1865,7 @@ fn finish(
         name: v.name,
         data_dir: PathBuf::from(data_dir),
         listen_client_urls: v.listen_client_urls,
+        listen_metrics_urls: v.listen_metrics_urls,
         advertise_client_urls: v.advertise_client_urls,
         listen_peer_urls: v.listen_peer_urls,
         initial_advertise_peer_urls: v.initial_advertise_peer_urls,
@@ -1973,6 +1988,8 @@ Member:
     Maximum number of operations permitted in a transaction.
   --max-request-bytes '1572864'
     Maximum client request size in bytes the server will accept.
+  --listen-metrics-urls ''
+    List of URLs to listen on for the metrics and health endpoints.
 
 Clustering:
   --initial-advertise-peer-urls 'http://localhost:2380'
@@ -2392,7 +2409,7 @@ mod tests {
 
     #[test]
     fn unimplemented_etcd_flags_are_refused_by_name() {
-        assert_eq!(UNIMPLEMENTED_ETCD_FLAGS.len(), 90);
+        assert_eq!(UNIMPLEMENTED_ETCD_FLAGS.len(), 89);
         assert_eq!(
             IMPLEMENTED_FLAGS.len() + IGNORED_FLAGS.len() + UNIMPLEMENTED_ETCD_FLAGS.len(),
             127
@@ -2711,7 +2728,7 @@ mod tests {
 
     #[test]
     fn config_file_unimplemented_keys_are_refused() {
-        assert_eq!(UNIMPLEMENTED_ETCD_CONFIG_KEYS.len(), 69);
+        assert_eq!(UNIMPLEMENTED_ETCD_CONFIG_KEYS.len(), 68);
         let f = yaml_file("name: x\ncors: \"*\"\n");
         let p = path_of(&f);
         let e = err(&["--config-file", &p]);

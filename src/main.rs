@@ -10,6 +10,7 @@ mod config;
 mod doorbell;
 mod edge;
 mod lessor;
+mod metrics_http;
 mod raft_node;
 mod recovery;
 mod server;

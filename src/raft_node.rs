@@ -206,6 +206,9 @@ impl<I: WalIo> RaftNode<I> {
             progressed |= self.reap_snapshot()?;
             progressed |= self.maybe_snapshot();
             progressed |= self.serve_defrags();
+            while let Some(ping) = self.shared.health_pings.pop() {
+                let _ = ping.try_send(());
+            }
             if !progressed {
                 self.park();
             }
@@ -218,6 +221,7 @@ impl<I: WalIo> RaftNode<I> {
         let can_propose = self.can_propose();
         if (can_propose && !self.shared.proposals.is_empty())
             || !self.shared.defrags.is_empty()
+            || !self.shared.health_pings.is_empty()
             || self.shared.stopping.load(Ordering::Acquire)
         {
             bell.cancel_park();
@@ -786,6 +790,7 @@ mod tests {
             keyspace: RwLock::new(Keyspace::new(2)),
             proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
             defrags: ArrayQueue::new(crate::shared::DEFRAGS_QUEUE_MAX),
+            health_pings: ArrayQueue::new(crate::shared::HEALTH_PINGS_QUEUE_MAX),
             doorbell: Doorbell::new().unwrap(),
             identity: Identity {
                 cluster_id: 2,

@@ -135,6 +135,17 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
             })
         })
         .collect::<Result<_, _>>()?;
+    let metrics_addrs: Vec<(String, std::net::SocketAddr)> = cfg
+        .listen_metrics_urls
+        .iter()
+        .map(|u| {
+            u.socket_addr().map(|a| (u.to_string(), a)).ok_or_else(|| {
+                ServerError::Config(format!(
+                    "listen-metrics-urls: {u} must name an IP address or localhost"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let cores = cfg.cores.max(1);
     let shard_count = u16::try_from(cores.min(usize::from(ferrocd_core::route::SHARDS_MAX)))
         .expect("bounded by SHARDS_MAX");
@@ -164,6 +175,8 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
             Ok((url.clone(), l))
         })
         .collect::<Result<_, ServerError>>()?;
+    let metrics_listeners =
+        crate::metrics_http::bind(&metrics_addrs).map_err(ServerError::Config)?;
 
     let watch = crate::watch_hub::WatchHub::new(keyspace.revision());
     let lessor = crate::lessor::Lessor::default();
@@ -184,6 +197,7 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
         keyspace: RwLock::new(keyspace),
         proposals: ArrayQueue::new(PROPOSALS_QUEUE_MAX),
         defrags: ArrayQueue::new(crate::shared::DEFRAGS_QUEUE_MAX),
+        health_pings: ArrayQueue::new(crate::shared::HEALTH_PINGS_QUEUE_MAX),
         doorbell: Doorbell::new().map_err(io_err("eventfd"))?,
         identity: Identity {
             cluster_id,
@@ -242,6 +256,7 @@ pub fn run(cfg: &Config) -> Result<(), ServerError> {
         "enabled capabilities for version"
     );
 
+    crate::metrics_http::serve_all(metrics_listeners, &shared).map_err(ServerError::Config)?;
     let decode_bytes_max = shared.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
     let router = GrpcRouter::new(&shared, decode_bytes_max);
     let online = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);

@@ -17,6 +17,10 @@ pub const PROPOSALS_QUEUE_MAX: usize = 16_384;
 /// queue answers `etcdserver: too many requests`.
 pub const DEFRAGS_QUEUE_MAX: usize = 64;
 
+/// `/health` checks waiting for the Raft thread's answer; a full queue
+/// reports unhealthy.
+pub const HEALTH_PINGS_QUEUE_MAX: usize = 16;
+
 /// Why a proposal got no applied answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
@@ -92,6 +96,9 @@ pub struct Shared {
     /// Defragment calls: answered once a snapshot covers everything
     /// applied when they arrived.
     pub defrags: ArrayQueue<oneshot::Sender<()>>,
+    /// `/health` checks: the Raft thread answers each from its loop, which
+    /// shows it is running (not stuck in an fsync, not dead).
+    pub health_pings: ArrayQueue<std::sync::mpsc::SyncSender<()>>,
     /// Wakes the Raft thread.
     pub doorbell: Doorbell,
     /// Every watcher; the Raft thread publishes applied events to it.

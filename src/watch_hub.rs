@@ -205,6 +205,12 @@ impl WatchHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// (watch streams, watchers) registered now.
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.streams.len(), inner.watchers.len())
+    }
+
     /// Highest published revision.
     pub fn published(&self) -> i64 {
         self.published.load(Ordering::Acquire)
