@@ -1,6 +1,8 @@
 //! `--listen-metrics-urls`: `/health` and `/metrics` over plain HTTP/1.1,
 //! as etcd serves them there (Kubernetes' kubeadm probes etcd's
-//! `/health?exclude=NOSPACE&serializable=true` on such a URL).
+//! `/health?exclude=NOSPACE&serializable=true` on such a URL). The client
+//! port answers the same paths, plus `/version`, through the gRPC edge
+//! ([`Endpoint`] and [`answer`] are shared; `edge/http2.rs`).
 //!
 //! Low traffic by nature (probes and scrapers), so it runs on threads of its
 //! own, away from the cores: one accepting thread per URL, one short-lived
@@ -99,13 +101,28 @@ fn serve(mut conn: TcpStream, shared: &Shared) {
     let Some(head) = read_head(&mut conn) else {
         return;
     };
-    let (status, content_type, body) = respond(&head, shared);
+    let mut request_line = head.lines().next().unwrap_or("").split(' ');
+    let method = request_line.next().unwrap_or("");
+    let target = request_line.next().unwrap_or("");
+    let endpoint = Endpoint::of(method, target, false);
+    let health = match endpoint {
+        Endpoint::Health { serializable } => Some(health(shared, serializable)),
+        _ => None,
+    };
+    let (status, content_type, body) = answer(&endpoint, health, shared);
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
     let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{allow}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = conn.write_all(reply.as_bytes());
-    if !head.starts_with("HEAD ") {
+    if method != "HEAD" {
         let _ = conn.write_all(body.as_bytes());
     }
 }
@@ -127,56 +144,114 @@ fn read_head(conn: &mut TcpStream) -> Option<String> {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// (status line, content type, body) for a request head.
-fn respond(head: &str, shared: &Shared) -> (&'static str, &'static str, String) {
-    let mut parts = head.lines().next().unwrap_or("").split(' ');
-    let method = parts.next().unwrap_or("");
-    let target = parts.next().unwrap_or("");
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if method != "GET" && method != "HEAD" {
-        return (
-            "405 Method Not Allowed",
-            TEXT,
-            "Method Not Allowed\n".into(),
-        );
-    }
-    match path {
-        "/health" => {
-            let serializable = query.split('&').any(|kv| kv == "serializable=true");
-            match health(shared, serializable) {
-                Ok(()) => ("200 OK", TEXT, r#"{"health":"true","reason":""}"#.into()),
-                Err(reason) => (
-                    "503 Service Unavailable",
-                    TEXT,
-                    format!(r#"{{"health":"false","reason":"{reason}"}}"#),
-                ),
-            }
+/// What an HTTP/1.1 request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/health`; `serializable=true` skips the Raft loop check.
+    Health {
+        /// `serializable=true` was given.
+        serializable: bool,
+    },
+    /// `/metrics`.
+    Metrics,
+    /// `/version` (client port only, as etcd).
+    Version,
+    /// Any other path.
+    NotFound,
+    /// A method other than GET or HEAD.
+    BadMethod,
+}
+
+impl Endpoint {
+    /// Routes a request line's method and target.
+    #[must_use]
+    pub fn of(method: &str, target: &str, client_port: bool) -> Endpoint {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if method != "GET" && method != "HEAD" {
+            return Endpoint::BadMethod;
         }
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics(shared),
-        ),
-        _ => ("404 Not Found", TEXT, "404 page not found\n".into()),
+        match path {
+            "/health" => Endpoint::Health {
+                serializable: query.split('&').any(|kv| kv == "serializable=true"),
+            },
+            "/metrics" => Endpoint::Metrics,
+            "/version" if client_port => Endpoint::Version,
+            _ => Endpoint::NotFound,
+        }
     }
 }
 
-/// etcd's health check: a leader, no alarm (ferrocd raises none), and
-/// unless serializable, the Raft loop answering in time.
-fn health(shared: &Shared, serializable: bool) -> Result<(), &'static str> {
+/// (status code, content type, body) for an endpoint; `health` is the
+/// check's outcome for [`Endpoint::Health`].
+#[must_use]
+pub fn answer(
+    endpoint: &Endpoint,
+    health: Option<Result<(), &'static str>>,
+    shared: &Shared,
+) -> (u16, &'static str, String) {
+    match endpoint {
+        Endpoint::Health { .. } => match health {
+            Some(Ok(())) => (200, TEXT, r#"{"health":"true","reason":""}"#.into()),
+            Some(Err(reason)) => (
+                503,
+                TEXT,
+                format!(r#"{{"health":"false","reason":"{reason}"}}"#),
+            ),
+            None => (503, TEXT, r#"{"health":"false","reason":""}"#.into()),
+        },
+        Endpoint::Metrics => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics(shared),
+        ),
+        Endpoint::Version => {
+            let v = crate::edge::maintenance::ETCD_API_VERSION;
+            let minor = v.rsplit_once('.').map_or(v, |(m, _)| m);
+            (
+                200,
+                "application/json",
+                format!(r#"{{"etcdserver":"{v}","etcdcluster":"{minor}.0"}}"#),
+            )
+        }
+        Endpoint::NotFound => (404, TEXT, "404 page not found\n".into()),
+        Endpoint::BadMethod => (405, TEXT, "Method Not Allowed\n".into()),
+    }
+}
+
+/// The part of etcd's health check that needs no Raft round trip: a
+/// leader (ferrocd raises no alarm). `Ok(true)`: the Raft loop must still
+/// be pinged.
+///
+/// # Errors
+/// The unhealthy reason.
+pub fn health_precheck(shared: &Shared, serializable: bool) -> Result<bool, &'static str> {
     if shared.raft.leader.load(Ordering::Acquire) == 0 {
         return Err("RAFT NO LEADER");
     }
-    if serializable {
+    Ok(!serializable)
+}
+
+/// Reason given when the Raft loop does not answer a ping in time.
+pub const HEALTH_TIMEOUT_REASON: &str = "QGET ERROR: context deadline exceeded";
+/// Reason given when too many health checks wait already.
+pub const HEALTH_BUSY_REASON: &str = "QGET ERROR: too many health checks";
+
+/// etcd's health check from a plain thread: a leader, and unless
+/// serializable, the Raft loop answering in time.
+fn health(shared: &Shared, serializable: bool) -> Result<(), &'static str> {
+    if !health_precheck(shared, serializable)? {
         return Ok(());
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    if shared.health_pings.push(tx).is_err() {
-        return Err("QGET ERROR: too many health checks");
+    let ping: crate::shared::HealthPing = Box::new(move || {
+        let _ = tx.try_send(());
+    });
+    if shared.health_pings.push(ping).is_err() {
+        return Err(HEALTH_BUSY_REASON);
     }
     shared.doorbell.ring();
     rx.recv_timeout(HEALTH_TIMEOUT)
-        .map_err(|_| "QGET ERROR: context deadline exceeded")
+        .map_err(|_| HEALTH_TIMEOUT_REASON)
 }
 
 /// Prometheus text: each value ferrocd tracks, under etcd's name.

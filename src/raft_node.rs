@@ -207,7 +207,7 @@ impl<I: WalIo> RaftNode<I> {
             progressed |= self.maybe_snapshot();
             progressed |= self.serve_defrags();
             while let Some(ping) = self.shared.health_pings.pop() {
-                let _ = ping.try_send(());
+                ping();
             }
             if !progressed {
                 self.park();

@@ -21,6 +21,10 @@ pub const DEFRAGS_QUEUE_MAX: usize = 64;
 /// reports unhealthy.
 pub const HEALTH_PINGS_QUEUE_MAX: usize = 16;
 
+/// What the Raft thread calls to answer a `/health` check (a thread waits
+/// on a std channel, a core's task on a oneshot).
+pub type HealthPing = Box<dyn FnOnce() + Send>;
+
 /// Why a proposal got no applied answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
@@ -98,7 +102,7 @@ pub struct Shared {
     pub defrags: ArrayQueue<oneshot::Sender<()>>,
     /// `/health` checks: the Raft thread answers each from its loop, which
     /// shows it is running (not stuck in an fsync, not dead).
-    pub health_pings: ArrayQueue<std::sync::mpsc::SyncSender<()>>,
+    pub health_pings: ArrayQueue<HealthPing>,
     /// Wakes the Raft thread.
     pub doorbell: Doorbell,
     /// Every watcher; the Raft thread publishes applied events to it.

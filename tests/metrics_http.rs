@@ -27,6 +27,25 @@ fn get(port: u16, target: &str) -> (u16, String) {
     (code, raw)
 }
 
+/// One HTTP/1.1 request with any method: (status code, raw response).
+fn request(port: u16, method: &str, target: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {raw:?}"));
+    (code, raw)
+}
+
 /// The value of an unlabelled metric line `name value`.
 fn metric(raw: &str, name: &str) -> Option<f64> {
     raw.lines()
@@ -94,6 +113,36 @@ fn health_and_metrics_like_etcd() {
         Some(0.0)
     );
     assert_eq!(metric(&raw, "etcd_debugging_mvcc_watcher_total"), Some(0.0));
+    // The client port answers HTTP/1.1 as well (gRPC clients keep working:
+    // the puts above went through it).
+    for s in &servers {
+        let who = s.url();
+        let port = s.client_port;
+        for target in ["/health", "/health?serializable=true"] {
+            let (code, raw) = request(port, "GET", target);
+            assert_eq!(code, 200, "{who} {target}: {raw}");
+            assert!(raw.contains(r#"{"health":"true""#), "{who}: {raw}");
+        }
+        let (code, raw) = request(port, "GET", "/version");
+        assert_eq!(code, 200, "{who}: {raw}");
+        assert!(
+            raw.contains("Content-Type: application/json"),
+            "{who}: {raw}"
+        );
+        assert!(
+            raw.contains(r#"{"etcdserver":"3."#) && raw.contains(r#""etcdcluster":"3."#),
+            "{who}: {raw}"
+        );
+        let (code, raw) = request(port, "GET", "/metrics");
+        assert_eq!(code, 200, "{who}");
+        assert_eq!(metric(&raw, "etcd_server_has_leader"), Some(1.0), "{who}");
+        let (code, raw) = request(port, "GET", "/nope");
+        assert_eq!(code, 404, "{who}: {raw}");
+        assert!(raw.ends_with("404 page not found\n"), "{who}: {raw:?}");
+        let (code, raw) = request(port, "POST", "/health");
+        assert_eq!(code, 405, "{who}: {raw}");
+        assert!(raw.contains("Allow: GET"), "{who}: {raw}");
+    }
     // A flag value that is not a URL is refused by both at startup.
     for (bin, extra) in [
         (env!("CARGO_BIN_EXE_ferrocd").to_string(), vec![]),

@@ -60,7 +60,7 @@ pub struct HyperIo {
 }
 
 impl HyperIo {
-    /// Wraps an accepted connection.
+    /// Wraps an accepted gRPC (HTTP/2) connection.
     #[must_use]
     pub fn new(stream: glommio::net::TcpStream) -> HyperIo {
         HyperIo {
@@ -69,6 +69,15 @@ impl HyperIo {
             ready: Vec::new(),
             ready_at: 0,
             scratch: Vec::new(),
+        }
+    }
+
+    /// Wraps a connection read as is (HTTP/1.1).
+    #[must_use]
+    pub fn plain(stream: glommio::net::TcpStream) -> HyperIo {
+        HyperIo {
+            fix: None,
+            ..HyperIo::new(stream)
         }
     }
 }
@@ -163,6 +172,7 @@ pub struct GrpcRouter {
     election: ElectionServer<election::ElectionService>,
     decode_bytes_max: usize,
     txn_nesting_cap: usize,
+    shared: SharedRef,
 }
 
 impl GrpcRouter {
@@ -191,6 +201,7 @@ impl GrpcRouter {
                 .max_decoding_message_size(decode_bytes_max),
             decode_bytes_max,
             txn_nesting_cap: shared.max_txn_ops.saturating_add(1).min(TXN_NESTING_MAX),
+            shared: shared.clone(),
         }
     }
 
@@ -343,10 +354,116 @@ impl hyper::service::Service<http::Request<Incoming>> for GrpcRouter {
     }
 }
 
+/// Tries to tell an HTTP/2 client (its preface starts `PRI `) from an
+/// HTTP/1.1 one by the first bytes, before reading them.
+const SNIFF_TRIES_MAX: usize = 50;
+
+/// Whether the connection speaks HTTP/2 (anything that is not clearly
+/// HTTP/1.1 goes to the HTTP/2 server, which refuses garbage).
+async fn is_http2(stream: &glommio::net::TcpStream) -> bool {
+    const PRI: &[u8] = b"PRI ";
+    let mut buf = [0u8; 4];
+    for _ in 0..SNIFF_TRIES_MAX {
+        match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) if !PRI.starts_with(&buf[..n]) => return false,
+            Ok(n) if n == PRI.len() => return true,
+            Ok(_) => glommio::timer::sleep(std::time::Duration::from_millis(1)).await,
+        }
+    }
+    true
+}
+
+/// The client port's HTTP/1.1 answers (`/health`, `/version`,
+/// `/metrics`), as etcd's client port gives them.
+#[derive(Clone)]
+struct PlainHttp {
+    shared: SharedRef,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for PlainHttp {
+    type Response = http::Response<Full<bytes::Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>>>>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        use crate::metrics_http::{answer, Endpoint};
+        let shared = self.shared.clone();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .to_string();
+        let endpoint = Endpoint::of(req.method().as_str(), &target, true);
+        Box::pin(async move {
+            let health = match endpoint {
+                Endpoint::Health { serializable } => Some(health(&shared, serializable).await),
+                _ => None,
+            };
+            let (status, content_type, body) = answer(&endpoint, health, &shared);
+            let mut resp = http::Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, content_type);
+            if status == 405 {
+                resp = resp.header(http::header::ALLOW, "GET");
+            }
+            Ok(resp
+                .body(Full::new(bytes::Bytes::from(body)))
+                .expect("static status and headers"))
+        })
+    }
+}
+
+/// etcd's health check from a core: a leader, and unless serializable, the
+/// Raft loop answering a ping in time.
+async fn health(shared: &SharedRef, serializable: bool) -> Result<(), &'static str> {
+    use crate::metrics_http::{
+        health_precheck, HEALTH_BUSY_REASON, HEALTH_TIMEOUT, HEALTH_TIMEOUT_REASON,
+    };
+    if !health_precheck(shared, serializable)? {
+        return Ok(());
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ping: crate::shared::HealthPing = Box::new(move || {
+        let _ = tx.send(());
+    });
+    if shared.health_pings.push(ping).is_err() {
+        return Err(HEALTH_BUSY_REASON);
+    }
+    shared.doorbell.ring();
+    let answered = async { rx.await.is_ok() };
+    let timed_out = async {
+        glommio::timer::sleep(HEALTH_TIMEOUT).await;
+        false
+    };
+    if futures_lite::future::or(answered, timed_out).await {
+        Ok(())
+    } else {
+        Err(HEALTH_TIMEOUT_REASON)
+    }
+}
+
 /// Serves one accepted connection until it closes. Errors (garbage on the
-/// port, resets) end the connection, never the server.
+/// port, resets) end the connection, never the server. HTTP/1.1 clients
+/// get `/health`, `/version` and `/metrics`; everything else is gRPC.
 pub async fn serve_connection(stream: glommio::net::TcpStream, router: GrpcRouter) {
     let _ = stream.set_nodelay(true);
+    if !is_http2(&stream).await {
+        let service = PlainHttp {
+            shared: router.shared.clone(),
+        };
+        // Go writes header names in canonical case; some scripts grep them.
+        // One request per connection: probes and scrapers reconnect, and a
+        // stray client cannot hold a core's task open.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .title_case_headers(true)
+            .keep_alive(false)
+            .serve_connection(HyperIo::plain(stream), service);
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "HTTP/1.1 client connection ended with an error");
+        }
+        return;
+    }
     let conn = hyper::server::conn::http2::Builder::new(LocalExec)
         .max_concurrent_streams(u32::MAX)
         .max_frame_size(AUTHORITY_FIX_FRAME_BYTES_MAX as u32)
