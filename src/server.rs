@@ -117,6 +117,20 @@ fn wait_for_signal() -> i32 {
     }
 }
 
+/// The socket address of each URL of a listen flag.
+fn socket_addrs(
+    flag: &str,
+    urls: &[crate::config::Url],
+) -> Result<Vec<(String, std::net::SocketAddr)>, ServerError> {
+    urls.iter()
+        .map(|u| {
+            u.socket_addr().map(|a| (u.to_string(), a)).ok_or_else(|| {
+                ServerError::Config(format!("{flag}: {u} must name an IP address or localhost"))
+            })
+        })
+        .collect()
+}
+
 /// Runs a node until SIGINT/SIGTERM, then shuts down cleanly.
 ///
 /// # Errors
@@ -124,28 +138,8 @@ fn wait_for_signal() -> i32 {
 pub fn run(cfg: &Config) -> Result<(), ServerError> {
     let member_dir = cfg.data_dir.join("member");
     let (member_id, cluster_id) = load_ids(cfg, &member_dir)?;
-    let addrs: Vec<(String, std::net::SocketAddr)> = cfg
-        .listen_client_urls
-        .iter()
-        .map(|u| {
-            u.socket_addr().map(|a| (u.to_string(), a)).ok_or_else(|| {
-                ServerError::Config(format!(
-                    "listen-client-urls: {u} must name an IP address or localhost"
-                ))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let metrics_addrs: Vec<(String, std::net::SocketAddr)> = cfg
-        .listen_metrics_urls
-        .iter()
-        .map(|u| {
-            u.socket_addr().map(|a| (u.to_string(), a)).ok_or_else(|| {
-                ServerError::Config(format!(
-                    "listen-metrics-urls: {u} must name an IP address or localhost"
-                ))
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let addrs = socket_addrs("listen-client-urls", &cfg.listen_client_urls)?;
+    let metrics_addrs = socket_addrs("listen-metrics-urls", &cfg.listen_metrics_urls)?;
     let cores = cfg.cores.max(1);
     let shard_count = u16::try_from(cores.min(usize::from(ferrocd_core::route::SHARDS_MAX)))
         .expect("bounded by SHARDS_MAX");

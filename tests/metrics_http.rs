@@ -10,21 +10,7 @@ use std::time::Duration;
 
 /// One HTTP/1.1 GET: (status code, raw response).
 fn get(port: u16, target: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read response");
-    let code = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {raw:?}"));
-    (code, raw)
+    request(port, "GET", target)
 }
 
 /// One HTTP/1.1 request with any method: (status code, raw response).
