@@ -32,9 +32,33 @@ fn request(port: u16, method: &str, target: &str) -> (u16, String) {
     (code, raw)
 }
 
+/// The body of a raw response, chunked transfer coding undone (etcd's Go
+/// server streams `/metrics` in chunks that can split a line).
+fn body(raw: &str) -> String {
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return rest.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = rest;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
 /// The value of an unlabelled metric line `name value`.
 fn metric(raw: &str, name: &str) -> Option<f64> {
-    raw.lines()
+    body(raw)
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
