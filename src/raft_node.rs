@@ -347,10 +347,18 @@ impl<I: WalIo> RaftNode<I> {
             return;
         };
         tracing::info!(revision, kind, retention, "starting auto {kind} compaction");
-        let command = Command::Compact(ferrocd_proto::etcdserverpb::CompactionRequest {
-            revision,
-            physical: false,
-        });
+        let rx = self.propose_own(Command::Compact(
+            ferrocd_proto::etcdserverpb::CompactionRequest {
+                revision,
+                physical: false,
+            },
+        ));
+        self.compaction = Some((revision, rx));
+    }
+
+    /// Proposes a command of the node's own (lease expiry, automatic
+    /// compaction); the receiver gets its applied result.
+    fn propose_own(&mut self, command: Command) -> oneshot::Receiver<ProposeResult> {
         let data = command.encode();
         let (reply, rx) = oneshot::channel();
         self.propose(Proposal {
@@ -358,7 +366,7 @@ impl<I: WalIo> RaftNode<I> {
             data,
             reply,
         });
-        self.compaction = Some((revision, rx));
+        rx
     }
 
     /// The leader proposes the revocation of expired leases (rate-limited);
@@ -372,16 +380,10 @@ impl<I: WalIo> RaftNode<I> {
             .lessor
             .take_expired(now, crate::lessor::LEASE_REVOKES_PER_TICK_MAX)
         {
-            let command =
-                Command::LeaseRevoke(ferrocd_proto::etcdserverpb::LeaseRevokeRequest { id });
-            let data = command.encode();
             // Nobody waits for the answer.
-            let (reply, _) = oneshot::channel();
-            self.propose(Proposal {
-                command,
-                data,
-                reply,
-            });
+            drop(self.propose_own(Command::LeaseRevoke(
+                ferrocd_proto::etcdserverpb::LeaseRevokeRequest { id },
+            )));
         }
     }
 
@@ -601,25 +603,23 @@ impl<I: WalIo> RaftNode<I> {
         {
             return false;
         }
-        match self.node.raft.raft_log.term(self.applied_index) {
-            Ok(term) => {
-                self.snapshot(term);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, index = self.applied_index, "no term for a snapshot");
-                false
-            }
-        }
+        self.snapshot()
     }
 
     /// Starts an image of the keyspace as of the applied index, which the
     /// snapshot thread copies and saves; the log is compacted when it
-    /// reports back.
-    fn snapshot(&mut self, term: u64) {
+    /// reports back. False when one is already being saved.
+    fn snapshot(&mut self) -> bool {
         if !self.snapshotter.idle() {
-            return;
+            return false;
         }
+        let term = match self.node.raft.raft_log.term(self.applied_index) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, index = self.applied_index, "no term for a snapshot");
+                return false;
+            }
+        };
         let image = self.shared.read_keyspace().image_builder();
         let meta = SnapshotMeta {
             index: self.applied_index,
@@ -627,6 +627,7 @@ impl<I: WalIo> RaftNode<I> {
         };
         self.snapshotter.start_job(meta, image);
         self.bytes_since_snapshot = 0;
+        true
     }
 
     /// Defragment: etcd rewrites its bbolt file so that space freed by
@@ -654,16 +655,8 @@ impl<I: WalIo> RaftNode<I> {
             let _ = tx.send(());
         }
         self.defrags = waiting;
-        if !self.defrags.is_empty() && self.snapshotter.idle() {
-            match self.node.raft.raft_log.term(self.applied_index) {
-                Ok(term) => {
-                    self.snapshot(term);
-                    progressed = true;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, index = self.applied_index, "no term for a defragment snapshot")
-                }
-            }
+        if !self.defrags.is_empty() {
+            progressed |= self.snapshot();
         }
         progressed
     }
